@@ -1,0 +1,1 @@
+"""genimg_jax: train and compare image generative models (VAEs, GANs) in JAX."""

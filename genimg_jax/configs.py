@@ -1,0 +1,71 @@
+"""Shared config defaults; experiments/<name>.py start from `base_config()`.
+
+Every field an experiment or the command line may set exists here, so that the
+config can be locked and a misspelled override is an error, not a silent no-op.
+"""
+import ml_collections
+
+
+def base_config():
+  """Defaults shared by every experiment (a VAE on MNIST, tiny and fast)."""
+  c = ml_collections.ConfigDict()
+  c.experiment = ""        # filled in by launch.py: the experiment's module name
+  c.experiment_arg = ""    # and the variant argument (NAME:ARG)
+  c.task = "vae"           # genimg_jax/tasks/<task>.py
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist"              # any tfds image dataset
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  # How pixels reach the model: "binarize" (dynamic binarization, a fresh
+  # Bernoulli sample every time an image is seen; Burda et al. 2016),
+  # "unit" ([0, 1]) or "symmetric" ([-1, 1]).
+  c.data.preprocess = "binarize"
+  c.data.shuffle_buffer = 60_000     # >= dataset size: a full shuffle
+  c.data.prefetch = 2                # batches prepared ahead on the host
+  c.data.cache = True                # keep decoded images in host memory
+  c.data.data_dir = ""               # "" = tfds default / $TFDS_DATA_DIR
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mlp_vae"           # mlp_vae | conv_vae
+  c.model.latent_dim = 50
+  c.model.hidden = 200               # MLP width / base conv channels
+  c.model.depth = 2                  # hidden layers (MLP) / stages (conv)
+  c.model.activation = "tanh"
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.name = "elbo"          # elbo | iwae
+  c.objective.likelihood = "bernoulli"  # bernoulli | gaussian | gaussian_learned | logistic
+  c.objective.beta = 1.0             # weight of the KL term (beta-VAE)
+  c.objective.k = 1                  # importance samples for the iwae objective
+  c.objective.gaussian_scale = 0.1   # fixed std of the "gaussian" likelihood
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adam"              # adam | adamw | sgd
+  c.optim.lr = 1e-3
+  c.optim.schedule = "constant"      # constant | cosine | warmup_cosine
+  c.optim.warmup_steps = 0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip = 0.0            # global-norm clip; 0 = off
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 100           # global, over all processes and devices
+  c.train.steps = 1000
+  c.train.log_every = 100
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+  c.train.eval_every = 0             # 0 = evaluate only at the end
+  c.train.image_every = 0            # sample grid to TensorBoard; 0 = at eval
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 100            # global
+  c.eval.iwae_k = 100                # k of the IWAE bound in the final eval
+  c.eval.iwae_chunk = 100            # importance samples computed at once
+  c.eval.periodic_iwae_k = 10        # cheaper k for evaluations during training
+  c.eval.num_examples = 0            # 0 = whole eval split
+  c.eval.grid_size = 8               # PNG grids are grid_size x grid_size
+  return c

@@ -1,0 +1,1 @@
+"""Pure loss functions: each returns (scalar loss, dict of named parts)."""

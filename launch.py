@@ -1,0 +1,72 @@
+"""Runs an experiment: python launch.py --experiment=NAME[:ARG] [--experiment.FIELD=VALUE ...]
+
+  python launch.py --experiment=vae_mnist
+  python launch.py --experiment=vae_mnist:runlocal --workdir=/tmp/vae
+  python launch.py --experiment=vae_mnist --experiment.optim.lr=3e-4
+  python launch.py --list
+
+NAME is a module experiments/NAME.py with get_config(arg=None); ARG is passed to it.
+Overrides go through a locked ConfigDict, so a misspelled field is an error.
+The workdir defaults to workdirs/NAME[_ARG]; rerunning the same command resumes.
+"""
+import os
+import sys
+
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments")
+
+
+def available_experiments():
+  return sorted(f[:-3] for f in os.listdir(EXPERIMENTS_DIR)
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def _resolve_experiment_flag(argv):
+  """Rewrites --experiment=NAME[:ARG] to the module's path, which config_flags loads.
+
+  Exits with the list of experiments when NAME is unknown.
+  """
+  out, name, arg = [], None, ""
+  for a in argv:
+    if a.startswith("--experiment="):
+      spec = a.split("=", 1)[1]
+      name, _, arg = spec.partition(":")
+      path = name if name.endswith(".py") else os.path.join(EXPERIMENTS_DIR, name + ".py")
+      if not os.path.isfile(path):
+        sys.exit(f"Unknown experiment {name!r}; available: {', '.join(available_experiments())}")
+      a = f"--experiment={path}" + (f":{arg}" if arg else "")
+      name = os.path.basename(path)[:-3]
+    out.append(a)
+  return out, name, arg
+
+
+if __name__ == "__main__":
+  if "--list" in sys.argv:
+    print("\n".join(available_experiments()))
+    sys.exit(0)
+  sys.argv, _NAME, _ARG = _resolve_experiment_flag(sys.argv)
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "experiment", None, "Experiment: NAME[:ARG] (a module in experiments/).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: workdirs/NAME[_ARG]).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None:
+    raise app.UsageError("--experiment=NAME is required; available: "
+                         + ", ".join(available_experiments()))
+  from genimg_jax import train  # after flags: importing jax/tf is slow
+  config = _CONFIG.value
+  with config.unlocked():
+    config.experiment, config.experiment_arg = _NAME, _ARG or ""
+  workdir = _WORKDIR.value or os.path.join("workdirs", _NAME + (f"_{_ARG}" if _ARG else ""))
+  logging.info("Config:\n%s", config)
+  train.run(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
