@@ -51,6 +51,14 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file(
     "experiment", None, "Experiment: NAME[:ARG] (a module in experiments/).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: workdirs/NAME[_ARG]).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "Multi-process runs: host:port of process 0 (or JAX_COORDINATOR_ADDRESS). "
+    "Not needed on TPU pod slices, SLURM or Open MPI, where JAX finds it.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the run (or JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (or JAX_PROCESS_ID).")
+_MOCK_DATA = flags.DEFINE_integer(
+    "mock_data", 0, "If > 0: replace the dataset by N random examples of the right shapes "
+    "(tfds.testing.mock_data), to check that code runs where a dataset is not on disk.")
 
 
 def main(argv):
@@ -59,13 +67,25 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--experiment=NAME is required; available: "
                          + ", ".join(available_experiments()))
-  from genimg_jax import train  # after flags: importing jax/tf is slow
+  from genimg_jax import parallel, train, writers  # after flags: importing jax/tf is slow
+  writers.quiet_library_logs()
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
   with config.unlocked():
     config.experiment, config.experiment_arg = _NAME, _ARG or ""
   workdir = _WORKDIR.value or os.path.join("workdirs", _NAME + (f"_{_ARG}" if _ARG else ""))
   logging.info("Config:\n%s", config)
-  train.run(config, workdir)
+  try:
+    if _MOCK_DATA.value:
+      import tensorflow_datasets as tfds
+      with tfds.testing.mock_data(num_examples=_MOCK_DATA.value):
+        train.run(config, workdir)
+    else:
+      train.run(config, workdir)
+  except train.Preempted as e:
+    logging.warning("%s", e)  # a clean exit: the checkpoint is saved
+  except (ValueError, train.NonFiniteLossError) as e:  # bad input, divergence: say it plainly
+    sys.exit(f"Error: {e}")
 
 
 if __name__ == "__main__":

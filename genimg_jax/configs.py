@@ -59,7 +59,8 @@ def base_config():
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3
   c.train.eval_every = 0             # 0 = evaluate only at the end
-  c.train.image_every = 0            # sample grid to TensorBoard; 0 = at eval
+  c.train.on_nonfinite = "stop"      # stop | rollback (to the last checkpoint, skipping the batch)
+  c.train.max_rollbacks = 3
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 100            # global
@@ -68,4 +69,41 @@ def base_config():
   c.eval.periodic_iwae_k = 10        # cheaper k for evaluations during training
   c.eval.num_examples = 0            # 0 = whole eval split
   c.eval.grid_size = 8               # PNG grids are grid_size x grid_size
+  return c
+
+
+def gan_config():
+  """Defaults for the gan task: base_config plus generator/discriminator fields."""
+  c = base_config()
+  c.task = "gan"
+  c.data.preprocess = "symmetric"    # generators end in tanh
+  c.model.name = "dcgan"             # mlp | dcgan | resnet
+  c.model.hidden = 64                # G width (channels of the last G stage / MLP units)
+  c.model.d_hidden = 0               # D width; 0 = same as G (resnet: hidden // 2)
+  c.model.depth = 2                  # MLP layers
+  c.model.d_norm = "none"            # none | spectral | layer | batch
+  c.model.num_classes = 0            # > 0: class-conditional G, projection D
+  c.model.latent_dim = 64
+  c.gan = ml_collections.ConfigDict()
+  c.gan.loss = "non_saturating"      # minimax | non_saturating | hinge | wasserstein | least_squares
+  c.gan.penalty = "none"             # none | wgan_gp | dragan | r1 | r2
+  c.gan.penalty_weight = 10.0
+  c.gan.n_critic = 1                 # D steps per G step (each on its own real batch)
+  c.gan.ema_decay = 0.999            # EMA of G weights for samples and metrics; 0 = off
+  c.optim.lr = 2e-4                  # G optimizer
+  c.optim.b1 = 0.5
+  c.d_optim = c.optim.copy_and_resolve_references()  # D optimizer (same fields)
+  c.train.batch_size = 64            # real images per D step
+  c.metrics = ml_collections.ConfigDict()
+  c.metrics.num_samples = 10_000     # generated images for FD/KID/PR/IS
+  c.metrics.reference_split = "test"
+  c.metrics.batch_size = 250
+  c.metrics.classifier_workdir = "workdirs/classifier_mnist"  # "" = skip the classifier metrics
+  c.metrics.inception_weights = "../shared/fid_inception_v3/weights.npz"  # "" = skip Inception
+  c.metrics.inception_num_samples = 1000  # Inception-v3 at 299x299 is slow on CPU
+  c.metrics.pr_k = 3                 # k of the k-NN manifolds (Kynkaanniemi et al. 2019)
+  c.metrics.kid_subsets = 100
+  c.metrics.kid_subset_size = 1000
+  c.metrics.real_floor = True        # also report FD(train, test): the floor
+  c.metrics.cache_dir = "workdirs/metric_cache"  # reference features, one file per protocol
   return c

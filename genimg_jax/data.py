@@ -96,13 +96,14 @@ def _process_rows(batch, global_batch_size):
   return {k: v[start:start + local] for k, v in batch.items()}
 
 
-def train_batches(config, start_step=0):
+def train_batches(config, start_step=0, batch_size=None):
   """Yields this process's numpy rows of the global training batches from `start_step`.
 
   Batch s is a pure function of (config.seed, s), so a resumed run sees exactly
-  the batches the uninterrupted run would have.
+  the batches the uninterrupted run would have. batch_size: global examples per
+  step (default train.batch_size; a GAN with n_critic D steps takes n_critic times that).
   """
-  global_bs = config.train.batch_size
+  global_bs = batch_size or config.train.batch_size
   n = num_examples(config, config.data.train_split)
   if global_bs > n:
     raise ValueError(f"train.batch_size={global_bs} exceeds the {n} examples of "

@@ -36,9 +36,8 @@ def local_batch_size(global_batch_size):
   return global_batch_size // n
 
 
-def check_batch_divisible(global_batch_size, name="train.batch_size"):
-  """Raises a clear error when a batch cannot be split evenly over devices."""
-  n = jax.device_count()
+def check_batch_divisible(global_batch_size, n, name="train.batch_size"):
+  """Raises a clear error when a batch cannot be split evenly over n devices."""
   if global_batch_size <= 0 or global_batch_size % n:
     raise ValueError(f"{name}={global_batch_size} must be a positive multiple of the "
                      f"device count ({n}); e.g. {max(n, (global_batch_size // n) * n)}.")
@@ -52,8 +51,44 @@ def to_global(local_batch, mesh):
 
 
 def fetch(tree):
-  """Brings (replicated or sharded) arrays to host numpy on every process."""
+  """Brings (replicated or sharded) global arrays to host numpy on every process."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils
-  return multihost_utils.process_allgather(tree, tiled=True)
+
+  def one(x):
+    if not isinstance(x, jax.Array):
+      return x
+    if x.is_fully_replicated:  # every process holds the whole value
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(one, tree)
+
+
+def initialize_distributed(coordinator_address="", num_processes=0, process_id=-1):
+  """Starts JAX's distributed runtime when the run spans several processes.
+
+  Explicit values (flags, or the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  JAX_PROCESS_ID environment variables) are used when given; on a Cloud TPU pod
+  slice (TPU_WORKER_HOSTNAMES lists several workers) and under SLURM or Open MPI,
+  jax.distributed.initialize() finds them itself. A single process does nothing.
+  """
+  import os
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+  num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
+  if process_id < 0:
+    process_id = int(os.environ.get("JAX_PROCESS_ID", "-1"))
+  if coordinator_address:
+    if num_processes <= 0 or process_id < 0:
+      raise ValueError("A coordinator address needs the process count and this process's id "
+                       "(--num_processes, --process_id or JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+    return True
+  tpu_workers = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  if "," in tpu_workers or "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1 \
+      or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+    jax.distributed.initialize()
+    return True
+  return False

@@ -30,7 +30,7 @@ def create(params, tx, extra=None):
 
 
 def tree_norm(tree):
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 def all_finite(*values):
@@ -45,6 +45,7 @@ def guarded_apply(state, new_fields, finite):
   """
   kept = {k: jax.tree.map(lambda new, old: jnp.where(finite, new, old), v, getattr(state, k))
           for k, v in new_fields.items()}
-  nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
+  # Steps are named 1-based, as in the progress lines and checkpoint numbers.
+  nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step + 1,
                              state.nonfinite_step)
   return state.replace(step=state.step + 1, nonfinite_step=nonfinite_step, **kept)

@@ -2,44 +2,68 @@
 
 run(config, workdir):
   1. checks the config, builds the mesh and the task, writes config.json;
-  2. initializes the state sharded over the mesh, or restores the latest checkpoint;
+  2. initializes the state sharded over the mesh, or restores the latest readable
+     checkpoint (a corrupt latest one is set aside with a warning);
   3. runs the jitted train step over batches from the data pipeline, logging a
      progress line and TensorBoard scalars every train.log_every steps,
      checkpointing every train.checkpoint_every steps, evaluating every
      train.eval_every steps;
   4. saves a final checkpoint, evaluates, and writes results.json.
-Rerunning with the same workdir resumes from the latest checkpoint.
+
+Rerunning with the same workdir resumes from the latest checkpoint. On SIGTERM
+(what a preemptible VM receives) the loop saves the current step and raises
+`Preempted`; the same command resumes exactly: batch and random key of step s
+depend only on (seed, s), so the resumed run computes what the uninterrupted
+run would have.
+
+Non-finite losses (train.on_nonfinite): "stop" raises NonFiniteLossError naming
+the step; "rollback" restores the last good checkpoint, skips the batch of the
+offending step (recorded in the checkpoint, so resumes stay exact) and goes on,
+at most train.max_rollbacks times.
 """
 import json
 import os
+import signal
 import time
 
 from absl import logging
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from genimg_jax import checkpoint, data, parallel, tasks, writers
+
+ON_NONFINITE = ("stop", "rollback")
 
 
 class NonFiniteLossError(FloatingPointError):
   """A train step produced a non-finite loss or gradient."""
 
 
-def validate_config(config):
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint at `step` was saved. Rerun the same command to resume."""
+
+  def __init__(self, step):
+    super().__init__(f"Preempted (SIGTERM): saved a checkpoint at step {step}; rerun the same "
+                     "command to resume.")
+    self.step = step
+
+
+def validate_config(config, num_devices):
   """Rejects bad sizes and rates before any compute, saying what is allowed."""
   t = config.train
   for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if t[name] <= 0:
       raise ValueError(f"train.{name} must be positive, got {t[name]}.")
-  for name in ("eval_every", "image_every"):
-    if t[name] < 0:
-      raise ValueError(f"train.{name} must be >= 0 (0 = off), got {t[name]}.")
+  if t.eval_every < 0:
+    raise ValueError(f"train.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}.")
+  if t.on_nonfinite not in ON_NONFINITE:
+    raise ValueError(f"Unknown train.on_nonfinite {t.on_nonfinite!r}; allowed: {ON_NONFINITE}")
   if config.optim.lr <= 0:
     raise ValueError(f"optim.lr must be positive, got {config.optim.lr}.")
   if config.eval.batch_size <= 0:
     raise ValueError(f"eval.batch_size must be positive, got {config.eval.batch_size}.")
-  parallel.check_batch_divisible(t.batch_size, "train.batch_size")
-  parallel.check_batch_divisible(config.eval.batch_size, "eval.batch_size")
+  parallel.check_batch_divisible(t.batch_size, num_devices, "train.batch_size")
+  parallel.check_batch_divisible(config.eval.batch_size, num_devices, "eval.batch_size")
 
 
 def _check_workdir(workdir, config):
@@ -55,26 +79,72 @@ def _check_workdir(workdir, config):
           "Pass a different --workdir.")
 
 
-def _check_finite(state, where):
-  bad = int(jax.device_get(state.nonfinite_step))
-  if bad >= 0:
-    raise NonFiniteLossError(
-        f"Non-finite loss or gradient at step {bad} ({where}); stopping. The last good "
-        "checkpoint is kept; lower the learning rate or enable gradient clipping "
-        "(optim.grad_clip) and rerun to resume from it.")
+def _nonfinite_step(state):
+  """The first step (1-based) whose loss was not finite, or None."""
+  bad = int(parallel.fetch(state.nonfinite_step))
+  return bad if bad >= 0 else None
 
 
-def run(config, workdir):
-  """Trains, evaluates, checkpoints and reports. Returns the results dict."""
-  validate_config(config)
+def data_index(steps_done, skipped):
+  """Index of the data batch that step `steps_done + 1` reads, given skipped batch indices."""
+  i = steps_done
+  for k in sorted(skipped):
+    if k <= i:
+      i += 1
+  return i
+
+
+def _batches(config, start_index, batch_size, skipped):
+  """Data batches from `start_index` on, leaving out the skipped indices."""
+  for i, batch in enumerate(data.train_batches(config, start_index, batch_size), start=start_index):
+    if i not in skipped:
+      yield batch
+
+
+class _SigtermFlag:
+  """Turns SIGTERM into a flag the loop polls (restored on exit)."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, no preemption saves
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    logging.warning("SIGTERM received: saving a checkpoint at the end of this step.")
+    self.raised = True
+
+  def should_stop(self, step):
+    if jax.process_count() > 1:  # all processes agree on the step to stop at
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step) or self.raised
+    return self.raised
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def run(config, workdir, devices=None):
+  """Trains, evaluates, checkpoints and reports. Returns the results dict.
+
+  devices: the devices of the data mesh (default: all of them, of every process).
+  Raises Preempted after saving when SIGTERM arrives, NonFiniteLossError on a
+  non-finite loss (on_nonfinite="stop" or too many rollbacks).
+  """
+  mesh = parallel.make_mesh(devices)
+  validate_config(config, mesh.size)
+  task = tasks.build_task(config)  # checks model/loss/likelihood names and the dataset
   os.makedirs(workdir, exist_ok=True)
   _check_workdir(workdir, config)
-  results_path = os.path.join(workdir, "results.json")
-  mesh = parallel.make_mesh()
-  task = tasks.build_task(config)
   writers.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   logging.info("Experiment %s on %d %s device(s), %d process(es); workdir %s",
-               config.experiment, jax.device_count(), jax.devices()[0].platform,
+               config.experiment, mesh.size, jax.devices()[0].platform,
                jax.process_count(), workdir)
 
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
@@ -83,17 +153,21 @@ def run(config, workdir):
   state_sharding = jax.tree.map(lambda _: repl, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, state_sharding)
+  init = jax.jit(task.init_state, out_shardings=state_sharding)
 
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-  start_step = ckpt.latest_step()
-  meta = {"experiment": config.experiment, "train_seconds": 0.0}
-  if start_step is None:
-    state = jax.jit(task.init_state, out_shardings=state_sharding)(init_rng)
-    start_step = 0
+  restored = ckpt.restore_latest(abstract)
+  if restored is None:
+    start_step, state, meta = 0, init(init_rng), {}
   else:
-    state, meta = ckpt.restore(start_step, abstract)
+    start_step, state, meta = restored
     logging.info("Restored checkpoint at step %d from %s", start_step, ckpt.directory)
+    if start_step > config.train.steps:
+      raise ValueError(f"Workdir {workdir!r} has a checkpoint at step {start_step}, beyond "
+                       f"train.steps={config.train.steps}; raise train.steps or use another workdir.")
   resumed_from = start_step
+  skipped = set(meta.get("skipped_batches", []))
+  train_seconds = float(meta.get("train_seconds", 0.0))
 
   train_step = jax.jit(task.train_step, donate_argnums=0,
                        in_shardings=(state_sharding, parallel.batch_sharding(mesh), repl),
@@ -101,32 +175,73 @@ def run(config, workdir):
   writer = writers.Writer(workdir)
   total = config.train.steps
   progress = writers.Progress(total, start_step)
-  train_seconds = float(meta["train_seconds"])
+  examples_per_step = getattr(task, "examples_per_step", config.train.batch_size)
   t0 = time.time()
+  rollbacks = 0
 
   def save(step):
-    _check_finite(state, f"before saving step {step}")
     nonlocal train_seconds, t0
     train_seconds += time.time() - t0
     t0 = time.time()
-    ckpt.save(step, state, {"experiment": config.experiment, "train_seconds": train_seconds})
+    ckpt.save(step, state, {"experiment": config.experiment, "train_seconds": train_seconds,
+                            "skipped_batches": sorted(skipped)})
 
-  batches = data.train_batches(config, start_step) if start_step < total else iter(())
+  def healthy(step, where):
+    """True if no step so far was non-finite; otherwise stops or rolls back (False)."""
+    nonlocal state, start_step, batches, rollbacks, t0
+    bad = _nonfinite_step(state)
+    if bad is None:
+      return True
+    msg = f"Non-finite loss or gradient at step {bad} ({where})"
+    if config.train.on_nonfinite == "stop" or rollbacks >= config.train.max_rollbacks:
+      raise NonFiniteLossError(
+          f"{msg}; stopping. The last good checkpoint is kept; lower the learning rate, enable "
+          "gradient clipping (optim.grad_clip) or set train.on_nonfinite=rollback, and rerun "
+          "to resume from it.")
+    rollbacks += 1
+    bad_index = data_index(bad - 1, skipped)
+    skipped.add(bad_index)
+    restored = ckpt.restore_latest(abstract)
+    start_step, state, _ = restored if restored else (0, init(init_rng), None)
+    logging.warning("%s; rolled back to step %d, skipping that step's batch (data index %d); "
+                    "rollback %d of at most %d.", msg, start_step, bad_index,
+                    rollbacks, config.train.max_rollbacks)
+    batches = _batches(config, data_index(start_step, skipped), examples_per_step, skipped)
+    return False
+
+  batches = _batches(config, data_index(start_step, skipped), examples_per_step, skipped)
+  last_train = {}
   step = start_step
-  for step in range(start_step + 1, total + 1):
-    batch = parallel.to_global(next(batches), mesh)
-    state, metrics = train_step(state, batch, train_rng)
-    if step % config.train.log_every == 0 or step == total:
-      metrics = jax.device_get(metrics)
-      _check_finite(state, "training")
-      metrics["steps_per_second"] = progress.line(step, metrics)
-      writer.scalars(step, {f"train/{k}": v for k, v in metrics.items()})
-    if step % config.train.checkpoint_every == 0 and step < total:
-      save(step)
-    if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
-      ev, grids = task.evaluate(state, mesh, eval_rng, final=False)
-      _log_eval(writer, step, ev, grids)
-  if ckpt.latest_step() != total:
+  with _SigtermFlag() as sigterm:
+    while step < total:
+      step += 1
+      batch = parallel.to_global(next(batches), mesh)
+      state, metrics = train_step(state, batch, train_rng)
+      if step % config.train.log_every == 0 or step == total:
+        if not healthy(step, "training"):
+          step = start_step
+          continue
+        metrics = parallel.fetch(metrics)
+        metrics["steps_per_second"] = progress.line(step, metrics)
+        last_train = {k: float(v) for k, v in metrics.items()}
+        writer.scalars(step, {f"train/{k}": v for k, v in metrics.items()})
+      preempted = sigterm.should_stop(step)
+      if (step % config.train.checkpoint_every == 0 and step < total) or preempted:
+        if not healthy(step, f"before saving step {step}"):
+          step = start_step
+          continue
+        save(step)
+        if preempted:
+          writer.close()
+          ckpt.close()
+          raise Preempted(step)
+      if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
+        t_eval = time.time()
+        ev, grids = task.evaluate(state, mesh, eval_rng, final=False)
+        _log_eval(writer, step, ev, grids)
+        t0 += time.time() - t_eval  # train_seconds counts training only
+  batches = None  # release the input pipeline (its threads) before the final evaluation
+  if ckpt.latest_step() != total:  # (the state was checked at the last step's log)
     save(total)
   train_seconds += time.time() - t0
   ckpt.close()
@@ -141,20 +256,24 @@ def run(config, workdir):
       "experiment": config.experiment,
       "config": config.to_dict(),
       "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
+      "train_metrics": last_train,  # the last logged step's (empty if nothing was trained)
       "steps": total,
       "resumed_from_step": resumed_from,
+      "skipped_batches": sorted(skipped),
       "train_seconds": train_seconds,
       "eval_seconds": eval_seconds,
-      "devices": writers.devices(),
+      "devices": writers.devices(mesh),
       "versions": writers.versions(),
   }
-  writers.write_json(results_path, results)
-  logging.info("Results: %s", json.dumps(results["metrics"], default=float))
+  writers.write_json(os.path.join(workdir, "results.json"), results)
+  logging.info("Results: %s", json.dumps(
+      {k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float, np.number))}))
   return results
 
 
 def _log_eval(writer, step, metrics, grids):
-  logging.info("eval @ %d: %s", step, " ".join(f"{k}={float(v):.4f}" for k, v in metrics.items()))
-  writer.scalars(step, {f"test/{k}": v for k, v in metrics.items()})
+  numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
+  logging.info("eval @ %d: %s", step, " ".join(f"{k}={float(v):.4f}" for k, v in numbers.items()))
+  writer.scalars(step, {f"test/{k}": v for k, v in numbers.items()})
   for name, grid in grids.items():
     writer.image(step, name, grid)

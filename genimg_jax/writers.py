@@ -25,8 +25,8 @@ def versions():
           "tensorflow_datasets": tensorflow_datasets.__version__, "numpy": np.__version__}
 
 
-def devices():
-  d = jax.devices()
+def devices(mesh):
+  d = list(mesh.devices.flat)
   return {"count": len(d), "platform": d[0].platform, "kind": d[0].device_kind,
           "processes": jax.process_count(), "local_count": jax.local_device_count()}
 
@@ -100,3 +100,15 @@ class Progress:
 def _fmt_seconds(s):
   s = int(s)
   return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def quiet_library_logs():
+  """Drops INFO lines from orbax and tfds (dozens per checkpoint); warnings still show."""
+  import logging as py_logging
+  noisy = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+
+  class _Filter(py_logging.Filter):
+    def filter(self, record):
+      return record.levelno >= py_logging.WARNING or not any(n in record.pathname for n in noisy)
+
+  logging.get_absl_handler().addFilter(_Filter())

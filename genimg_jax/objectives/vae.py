@@ -16,8 +16,8 @@ MIN_LOG_SCALE = -7.0  # keeps learned scales from collapsing to a spike
 
 
 def _sum_pixels(v):
-  """Sums the trailing H, W, C axes: one value per image."""
-  return v.sum(axis=(-3, -2, -1))
+  """Sums the (flattened) pixel axis: one value per image."""
+  return v.sum(axis=-1)
 
 
 def gaussian_kl(mean, logvar):
@@ -30,9 +30,18 @@ def diag_gaussian_log_prob(z, mean, logvar):
   return -0.5 * jnp.sum(LOG_2PI + logvar + (z - mean)**2 * jnp.exp(-logvar), axis=-1)
 
 
+def softplus(x):
+  """log(1 + e^x), written so that XLA:CPU vectorizes it (3x faster than
+  jax.nn.softplus's logaddexp in the k=5000 evaluation; same values)."""
+  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
 def bernoulli_log_prob(logits, x):
-  """Elementwise log Bernoulli(x; sigmoid(logits)); x may be soft ([0,1])."""
-  return x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+  """Elementwise log Bernoulli(x; sigmoid(logits)) = x*logits - softplus(logits).
+
+  x may be soft (in [0, 1]): then it is the cross-entropy.
+  """
+  return x * logits - softplus(logits)
 
 
 def gaussian_log_prob(x, mean, log_scale):
@@ -65,6 +74,10 @@ def discretized_logistic_log_prob(x, mean, log_scale, num_bins=256):
 
 def log_likelihood(likelihood, x, out, gaussian_scale=0.1):
   """log p(x|z) per image: x_BHWC against decoder output out [..., H, W, C, P]."""
+  # Flatten H, W, C: XLA:CPU loops over one long pixel axis several times faster
+  # than over three short ones (measured on the k=5000 evaluation).
+  x = x.reshape(*x.shape[:-3], -1)
+  out = out.reshape(*out.shape[:-4], -1, out.shape[-1])
   if likelihood == "bernoulli":
     lp = bernoulli_log_prob(out[..., 0], x)
   elif likelihood == "gaussian":

@@ -8,9 +8,9 @@ A task is built from the config and provides:
 
 The loop owns everything else: mesh, data, checkpoints, logging, results.
 """
-from genimg_jax.tasks import vae
+from genimg_jax.tasks import classifier, gan, vae
 
-TASKS = {"vae": vae.VAETask}
+TASKS = {"vae": vae.VAETask, "gan": gan.GANTask, "classifier": classifier.ClassifierTask}
 
 
 def build_task(config):

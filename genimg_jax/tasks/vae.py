@@ -126,11 +126,11 @@ class VAETask:
       s = eval_step(state.params, batch, jax.random.fold_in(rng, i))
       sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
       first = batch if first is None else first
-    metrics = self.finalize_eval(jax.device_get(sums), k)
+    metrics = self.finalize_eval(parallel.fetch(sums), k)
     n = e.grid_size**2
     samples = jax.jit(self.sample_images, static_argnums=2)(state.params, jax.random.PRNGKey(self.config.seed + 1), n)
     x, xr = jax.jit(self.reconstruct)(state.params, first["image"])
     x, xr = parallel.fetch((x, xr))
-    grids = {"samples": images.make_grid(images.to_uint8(jax.device_get(samples)), e.grid_size),
+    grids = {"samples": images.make_grid(images.to_uint8(parallel.fetch(samples)), e.grid_size),
              "reconstructions": self.recon_grid(x[:n], xr[:n], e.grid_size)}
     return metrics, grids

@@ -1,0 +1,238 @@
+"""GAN generators and discriminators (pure Flax linen).
+
+Generators: z_BZ (and labels y_B when class-conditional) -> images in [-1, 1].
+Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
+
+* MLP: the original GAN paper's fully connected networks.
+* DCGAN (Radford et al. 2016): transposed convolutions, BatchNorm and ReLU in G,
+  tanh output; strided convolutions and LeakyReLU in D. Sized for 28x28 (7x7 seed)
+  and 32x32 (4x4 seed).
+* SNGAN ResNet (Miyato et al. 2018) for 32x32.
+
+`d_norm` picks the discriminator's normalization: "none", "spectral" (spectral
+normalization of every D layer: one power iteration per step, `u` kept in the
+"batch_stats" collection), "layer", or "batch". Class conditioning: G
+concatenates a label embedding to z; D adds the projection term <embed(y), h>
+(Miyato & Koyama 2018).
+
+BatchNorm statistics: the train step is one `jax.jit` over a mesh whose batch axis
+is sharded across devices, and BatchNorm's mean/variance are reductions over that
+(global) axis, so XLA computes them over the *global* batch, exactly as a
+single-device run on the same batch would (tests/test_gan.py checks this).
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+D_NORMS = ("none", "spectral", "layer", "batch")
+
+
+class _DLayer(nn.Module):
+  """A discriminator layer with optional spectral normalization."""
+  layer: nn.Module
+  spectral: bool
+
+  @nn.compact
+  def __call__(self, x, train):
+    if self.spectral:
+      return nn.SpectralNorm(self.layer)(x, update_stats=train)
+    return self.layer(x)
+
+
+def _d_norm(kind, x, train):
+  if kind == "layer":
+    return nn.LayerNorm()(x)
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train)(x)
+  return x
+
+
+class _Projection(nn.Module):
+  """Final linear output plus the class-projection term (when num_classes > 0)."""
+  num_classes: int
+  spectral: bool
+
+  @nn.compact
+  def __call__(self, h_BF, y_B, train):
+    out = _DLayer(nn.Dense(1), self.spectral)(h_BF, train)[:, 0]
+    if self.num_classes:
+      emb = nn.Embed(self.num_classes, h_BF.shape[-1])(y_B)
+      out = out + jnp.sum(emb * h_BF, axis=-1)
+    return out
+
+
+def _condition_z(z_BZ, y_B, num_classes, dim):
+  if not num_classes:
+    return z_BZ
+  return jnp.concatenate([z_BZ, nn.Embed(num_classes, dim)(y_B)], axis=-1)
+
+
+class MLPGenerator(nn.Module):
+  image_shape: Sequence[int]
+  hidden: int = 512
+  depth: int = 2
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, z_BZ, y_B=None, train=True):
+    h = _condition_z(z_BZ, y_B, self.num_classes, z_BZ.shape[-1])
+    for _ in range(self.depth):
+      h = nn.relu(nn.Dense(self.hidden)(h))
+    x = jnp.tanh(nn.Dense(int(np.prod(self.image_shape)))(h))
+    return x.reshape(-1, *self.image_shape)
+
+
+class MLPDiscriminator(nn.Module):
+  hidden: int = 512
+  depth: int = 2
+  norm: str = "none"
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x_BHWC, y_B=None, train=True):
+    sn = self.norm == "spectral"
+    h = x_BHWC.reshape(x_BHWC.shape[0], -1)
+    for _ in range(self.depth):
+      h = nn.leaky_relu(_d_norm(self.norm, _DLayer(nn.Dense(self.hidden), sn)(h, train), train), 0.2)
+    return _Projection(self.num_classes, sn)(h, y_B, train)
+
+
+class DCGANGenerator(nn.Module):
+  """z -> Dense to an s x s x 4ch seed (s = 7 for 28, 4 for 32) -> transposed convs."""
+  image_shape: Sequence[int]
+  channels: int = 64
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, z_BZ, y_B=None, train=True):
+    H, W, C = self.image_shape
+    seed = 7 if H % 7 == 0 else 4
+    n_up = int(round(np.log2(H / seed)))
+    if seed * 2**n_up != H or H != W:
+      raise ValueError(f"DCGAN generator supports square 28x28 or 2^k sizes >= 8, got {H}x{W}.")
+    ch = self.channels * 2**(n_up - 1)
+    h = _condition_z(z_BZ, y_B, self.num_classes, z_BZ.shape[-1])
+    h = nn.Dense(seed * seed * ch * 2)(h).reshape(-1, seed, seed, ch * 2)
+    h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
+    for i in range(n_up - 1):
+      h = nn.ConvTranspose(ch // 2**i, (4, 4), strides=(2, 2), padding="SAME")(h)
+      h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
+    h = nn.ConvTranspose(C, (4, 4), strides=(2, 2), padding="SAME")(h)
+    return jnp.tanh(h)
+
+
+class DCGANDiscriminator(nn.Module):
+  channels: int = 64
+  norm: str = "none"
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x_BHWC, y_B=None, train=True):
+    sn = self.norm == "spectral"
+    h = x_BHWC
+    n_down = 2 if x_BHWC.shape[1] <= 28 else 3
+    for i in range(n_down):
+      h = _DLayer(nn.Conv(self.channels * 2**i, (4, 4), strides=(2, 2), padding="SAME"), sn)(h, train)
+      h = nn.leaky_relu(h if i == 0 else _d_norm(self.norm, h, train), 0.2)
+    h = h.reshape(h.shape[0], -1)
+    return _Projection(self.num_classes, sn)(h, y_B, train)
+
+
+class _GBlock(nn.Module):
+  """SNGAN generator residual block: BN-ReLU-up-conv-BN-ReLU-conv + up-1x1 shortcut."""
+  channels: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    def up(v):
+      B, H, W, C = v.shape
+      return jnp.repeat(jnp.repeat(v, 2, axis=1), 2, axis=2)
+    h = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+    h = nn.Conv(self.channels, (3, 3))(up(h))
+    h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
+    h = nn.Conv(self.channels, (3, 3))(h)
+    return h + nn.Conv(self.channels, (1, 1))(up(x))
+
+
+class _DBlock(nn.Module):
+  """SNGAN discriminator residual block (optionally the first, "optimized" one)."""
+  channels: int
+  downsample: bool
+  first: bool
+  spectral: bool
+
+  @nn.compact
+  def __call__(self, x, train):
+    def conv(c, k):
+      return _DLayer(nn.Conv(c, (k, k)), self.spectral)
+    pool = lambda v: nn.avg_pool(v, (2, 2), (2, 2))
+    h = x if self.first else nn.relu(x)
+    h = conv(self.channels, 3)(h, train)
+    h = conv(self.channels, 3)(nn.relu(h), train)
+    if self.downsample:
+      h = pool(h)
+    sc = x
+    if self.first:
+      sc = conv(self.channels, 1)(pool(x), train)
+    elif self.downsample or x.shape[-1] != self.channels:
+      sc = conv(self.channels, 1)(sc, train)
+      sc = pool(sc) if self.downsample else sc
+    return h + sc
+
+
+class ResNetGenerator(nn.Module):
+  """SNGAN's 32x32 generator: 4x4x256 seed, three up blocks, BN-ReLU-conv-tanh."""
+  image_shape: Sequence[int]
+  channels: int = 256
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, z_BZ, y_B=None, train=True):
+    H, W, C = self.image_shape
+    if (H, W) != (32, 32):
+      raise ValueError(f"The SNGAN ResNet generator is for 32x32 images, got {H}x{W}.")
+    h = _condition_z(z_BZ, y_B, self.num_classes, z_BZ.shape[-1])
+    h = nn.Dense(4 * 4 * self.channels)(h).reshape(-1, 4, 4, self.channels)
+    for _ in range(3):
+      h = _GBlock(self.channels)(h, train)
+    h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
+    return jnp.tanh(nn.Conv(C, (3, 3))(h))
+
+
+class ResNetDiscriminator(nn.Module):
+  """SNGAN's 32x32 discriminator: 4 residual blocks of 128 channels, ReLU, sum pool."""
+  channels: int = 128
+  norm: str = "spectral"
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x_BHWC, y_B=None, train=True):
+    sn = self.norm == "spectral"
+    h = _DBlock(self.channels, True, True, sn)(x_BHWC, train)
+    h = _DBlock(self.channels, True, False, sn)(h, train)
+    h = _DBlock(self.channels, False, False, sn)(h, train)
+    h = _DBlock(self.channels, False, False, sn)(h, train)
+    h = jnp.sum(nn.relu(h), axis=(1, 2))
+    return _Projection(self.num_classes, sn)(h, y_B, train)
+
+
+GAN_MODELS = ("mlp", "dcgan", "resnet")
+
+
+def build_gan(model_config, image_shape):
+  """(generator, discriminator) named by model_config.name."""
+  m = model_config
+  if m.d_norm not in D_NORMS:
+    raise ValueError(f"Unknown model.d_norm {m.d_norm!r}; allowed: {D_NORMS}")
+  if m.name == "mlp":
+    return (MLPGenerator(tuple(image_shape), m.hidden, m.depth, m.num_classes),
+            MLPDiscriminator(m.hidden, m.depth, m.d_norm, m.num_classes))
+  if m.name == "dcgan":
+    return (DCGANGenerator(tuple(image_shape), m.hidden, m.num_classes),
+            DCGANDiscriminator(m.d_hidden or m.hidden, m.d_norm, m.num_classes))
+  if m.name == "resnet":
+    return (ResNetGenerator(tuple(image_shape), m.hidden, m.num_classes),
+            ResNetDiscriminator(m.d_hidden or m.hidden // 2, m.d_norm, m.num_classes))
+  raise ValueError(f"Unknown model {m.name!r} for the gan task; allowed: {GAN_MODELS}")

@@ -1,0 +1,185 @@
+"""The GAN task: the whole two-player update as one pure, jitted step.
+
+Per call of train_step: `gan.n_critic` discriminator updates (lax.scan, each on its
+own slice of the real batch and fresh noise), then one generator update, then the
+EMA of the generator's weights. State layout:
+  params     {"g": ..., "d": ...}        opt_state {"g": ..., "d": ...}
+  extra      {"g_stats": G BatchNorm statistics, "d_stats": D spectral-norm
+              vectors / BatchNorm statistics, "ema": EMA of G params}
+Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty, and the
+gradient norms of both players.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genimg_jax import data, images, optim, parallel, state as state_lib
+from genimg_jax.models import gan as gan_models
+from genimg_jax.objectives import gan as gan_obj
+
+
+class GANTask:
+  """Plugs the two-player GAN update into the training loop."""
+
+  def __init__(self, config):
+    self.config = config
+    g = config.gan
+    self.d_loss_fn, self.g_loss_fn = gan_obj.gan_losses(g.loss)
+    if g.penalty != "none" and g.penalty not in gan_obj.PENALTIES:
+      raise ValueError(f"Unknown gan.penalty {g.penalty!r}; allowed: "
+                       f"{['none'] + sorted(gan_obj.PENALTIES)}")
+    if g.n_critic <= 0:
+      raise ValueError(f"gan.n_critic must be positive, got {g.n_critic}.")
+    if not 0.0 <= g.ema_decay < 1.0:
+      raise ValueError(f"gan.ema_decay must be in [0, 1), got {g.ema_decay}.")
+    if g.penalty_weight < 0:
+      raise ValueError(f"gan.penalty_weight must be >= 0, got {g.penalty_weight}.")
+    if config.data.preprocess != "symmetric":
+      raise ValueError("GAN generators end in tanh: data.preprocess must be 'symmetric', "
+                       f"got {config.data.preprocess!r}.")
+    if config.d_optim.lr <= 0:
+      raise ValueError(f"d_optim.lr must be positive, got {config.d_optim.lr}.")
+    self.image_shape = data.image_shape(config)
+    self.generator, self.discriminator = gan_models.build_gan(config.model, self.image_shape)
+    self.g_tx = optim.build_optimizer(config.optim, config.train.steps)
+    self.d_tx = optim.build_optimizer(config.d_optim, config.train.steps * g.n_critic)
+    self.examples_per_step = config.train.batch_size * g.n_critic
+    self.conditional = config.model.num_classes > 0
+    self._jitted = {}
+
+  # --- networks with their collections ------------------------------------------
+  def _g(self, g_params, g_stats, z, y, train):
+    """G(z, y) -> (images, new G stats)."""
+    variables = {"params": g_params, **({"batch_stats": g_stats} if g_stats else {})}
+    if train and g_stats:
+      x, upd = self.generator.apply(variables, z, y, train=True, mutable=["batch_stats"])
+      return x, upd["batch_stats"]
+    return self.generator.apply(variables, z, y, train=False), g_stats
+
+  def _d(self, d_params, d_stats, x, y, train):
+    """D(x, y) -> (outputs [B], new D stats)."""
+    variables = {"params": d_params, **({"batch_stats": d_stats} if d_stats else {})}
+    if train and d_stats:
+      out, upd = self.discriminator.apply(variables, x, y, train=True, mutable=["batch_stats"])
+      return out, upd["batch_stats"]
+    return self.discriminator.apply(variables, x, y, train=False), d_stats
+
+  def _labels(self, rng, batch_size):
+    if not self.conditional:
+      return None
+    return jax.random.randint(rng, (batch_size,), 0, self.config.model.num_classes)
+
+  # --- the interface the loop uses -----------------------------------------------
+  def init_state(self, rng):
+    kg, kd = jax.random.split(rng)
+    z = jnp.zeros((2, self.config.model.latent_dim))
+    y = jnp.zeros((2,), jnp.int32) if self.conditional else None
+    gv = self.generator.init(kg, z, y, train=False)
+    dv = self.discriminator.init(kd, jnp.zeros((2, *self.image_shape)), y, train=False)
+    params = {"g": gv["params"], "d": dv["params"]}
+    extra = {"g_stats": gv.get("batch_stats", {}), "d_stats": dv.get("batch_stats", {}),
+             "ema": gv["params"] if self.config.gan.ema_decay > 0 else {}}
+    opt_state = {"g": self.g_tx.init(params["g"]), "d": self.d_tx.init(params["d"])}
+    return state_lib.TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=opt_state,
+                                extra=extra, nonfinite_step=jnp.array(-1, jnp.int32))
+
+  def _d_objective(self, d_params, d_stats, real, y_real, fake, y_fake, rng):
+    g = self.config.gan
+    d_real, d_stats = self._d(d_params, d_stats, real, y_real, True)
+    d_fake, d_stats = self._d(d_params, d_stats, fake, y_fake, True)
+    loss = self.d_loss_fn(d_real, d_fake)
+    parts = {"d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake)}
+    if g.penalty != "none":
+      # Penalties differentiate D w.r.t. its input; the labels of real images are used
+      # for interpolates too (as in conditional WGAN-GP implementations).
+      d_fn = lambda x: self._d(d_params, d_stats, x, y_real, False)[0]
+      pen = gan_obj.PENALTIES[g.penalty](d_fn, real, fake, rng)
+      parts[g.penalty] = pen
+      loss = loss + g.penalty_weight * pen
+    parts["d_loss"] = loss
+    return loss, (parts, d_stats)
+
+  def train_step(self, state, batch, rng):
+    """n_critic D updates, one G update, EMA: (state, batch, rng) -> (state, metrics)."""
+    g_cfg, B = self.config.gan, self.config.train.batch_size
+    rng = jax.random.fold_in(rng, state.step)
+    # [n_critic * B] -> n_critic slices of B rows; the split keeps each device's rows local.
+    reals = batch["image"].reshape(B, g_cfg.n_critic, *self.image_shape).swapaxes(0, 1)
+    labels = batch["label"].reshape(B, g_cfg.n_critic).swapaxes(0, 1)
+    p, o, ex = state.params, state.opt_state, state.extra
+
+    def d_update(carry, inputs):
+      d_params, d_opt, d_stats, g_stats = carry
+      real, y_real, key = inputs
+      kz, ky, kp = jax.random.split(key, 3)
+      y_real = y_real if self.conditional else None
+      y_fake = self._labels(ky, B)
+      z = jax.random.normal(kz, (B, self.config.model.latent_dim))
+      fake, _ = self._g(p["g"], g_stats, z, y_fake, True)  # batch stats, not stored
+      fake = jax.lax.stop_gradient(fake)
+      (_, (parts, d_stats)), grads = jax.value_and_grad(self._d_objective, has_aux=True)(
+          d_params, d_stats, real, y_real, fake, y_fake, kp)
+      updates, d_opt = self.d_tx.update(grads, d_opt, d_params)
+      d_params = jax.tree.map(jnp.add, d_params, updates)
+      parts["d_grad_norm"] = state_lib.tree_norm(grads)
+      return (d_params, d_opt, d_stats, g_stats), parts
+
+    d_keys = jax.random.split(jax.random.fold_in(rng, 0), g_cfg.n_critic)
+    (d_params, d_opt, d_stats, _), d_parts = jax.lax.scan(
+        d_update, (p["d"], o["d"], ex["d_stats"], ex["g_stats"]), (reals, labels, d_keys))
+    d_parts = jax.tree.map(lambda v: v[-1], d_parts)
+
+    kz, ky = jax.random.split(jax.random.fold_in(rng, 1))
+    z = jax.random.normal(kz, (B, self.config.model.latent_dim))
+    y_fake = self._labels(ky, B)
+
+    def g_objective(g_params):
+      fake, g_stats = self._g(g_params, ex["g_stats"], z, y_fake, True)
+      d_fake, _ = self._d(d_params, d_stats, fake, y_fake, True)
+      loss = self.g_loss_fn(d_fake)
+      return loss, g_stats
+
+    (g_loss, g_stats), g_grads = jax.value_and_grad(g_objective, has_aux=True)(p["g"])
+    updates, g_opt = self.g_tx.update(g_grads, o["g"], p["g"])
+    g_params = jax.tree.map(jnp.add, p["g"], updates)
+    ema = ex["ema"]
+    if g_cfg.ema_decay > 0:
+      ema = jax.tree.map(lambda e, w: g_cfg.ema_decay * e + (1 - g_cfg.ema_decay) * w, ema, g_params)
+    metrics = dict(d_parts, g_loss=g_loss, g_grad_norm=state_lib.tree_norm(g_grads))
+    metrics["loss"] = d_parts["d_loss"] + g_loss  # the scalar whose finiteness is watched
+    finite = state_lib.all_finite(metrics["loss"], g_grads, d_params)
+    new = {"params": {"g": g_params, "d": d_params}, "opt_state": {"g": g_opt, "d": d_opt},
+           "extra": {"g_stats": g_stats, "d_stats": d_stats, "ema": ema}}
+    return state_lib.guarded_apply(state, new, finite), metrics
+
+  # --- sampling and evaluation ---------------------------------------------------------
+  def sampling_params(self, state):
+    """The generator weights used for samples and metrics: the EMA ones when on."""
+    return state.extra["ema"] if self.config.gan.ema_decay > 0 else state.params["g"]
+
+  def generate(self, g_params, g_stats, z, y):
+    """Images in [-1, 1] from the generator in inference mode."""
+    return self._g(g_params, g_stats, z, y, False)[0]
+
+  def fixed_noise(self, n):
+    """The same z (and labels) at every evaluation, so grids are comparable over steps."""
+    key = jax.random.PRNGKey(self.config.seed + 1)
+    z = jax.random.normal(key, (n, self.config.model.latent_dim))
+    y = jnp.arange(n) % self.config.model.num_classes if self.conditional else None
+    return z, y
+
+  def evaluate(self, state, mesh, rng, final):
+    """Sample grid always; FD/KID/PR/IS (genimg_jax/metrics) at the final evaluation."""
+    from genimg_jax import metrics as metrics_lib
+    n = self.config.eval.grid_size**2
+    if "generate" not in self._jitted:
+      self._jitted["generate"] = jax.jit(self.generate)
+    z, y = self.fixed_noise(n)
+    x = self._jitted["generate"](self.sampling_params(state), state.extra["g_stats"], z, y)
+    grid = images.make_grid(images.to_uint8(parallel.fetch(x), (-1.0, 1.0)), self.config.eval.grid_size)
+    results = {}
+    if final:
+      results = metrics_lib.evaluate_generator(self, state, mesh, rng)
+    return results, {"samples": grid}

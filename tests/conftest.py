@@ -1,0 +1,23 @@
+"""Test setup: 4 fake CPU devices (set before jax is imported) and the local tfds data."""
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_shared = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
+if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_shared):
+  os.environ["TFDS_DATA_DIR"] = os.path.realpath(_shared)
+sys.path.insert(0, ROOT)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def runlocal_config():
+  """A fresh vae_mnist:runlocal config (unlocked copy is not needed: fields exist)."""
+  from experiments import vae_mnist
+  c = vae_mnist.get_config("runlocal")
+  c.experiment, c.experiment_arg = "vae_mnist", "runlocal"
+  return c

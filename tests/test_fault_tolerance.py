@@ -1,0 +1,158 @@
+"""Preemption, exact resume, corrupt checkpoints, non-finite rollback, bad input."""
+import glob
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from genimg_jax import checkpoint, tasks, train
+
+
+def _config(name):
+  import importlib
+  c = importlib.import_module(f"experiments.{name}").get_config("runlocal")
+  c.experiment, c.experiment_arg = name, "runlocal"
+  c.train.steps = 12
+  c.train.log_every = 4
+  c.train.checkpoint_every = 4
+  if c.task == "gan":
+    c.metrics.classifier_workdir = ""  # no feature network needed here
+  return c
+
+
+def _final_params(workdir, config):
+  ckpt = checkpoint.Checkpointer(workdir, 3)
+  abstract = jax.eval_shape(tasks.build_task(config).init_state, jax.random.PRNGKey(0))
+  step, state, _ = ckpt.restore_latest(abstract)
+  ckpt.close()
+  return step, jax.device_get(state)
+
+
+def _sigterm_at(monkeypatch, at_step):
+  """Makes the data pipeline deliver SIGTERM to this process while step `at_step` runs."""
+  real = train.data.train_batches
+
+  def batches(config, start_index=0, batch_size=None):
+    for i, b in enumerate(real(config, start_index, batch_size), start=start_index):
+      if i == at_step - 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield b
+
+  monkeypatch.setattr(train.data, "train_batches", batches)
+
+
+@pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist"])
+def test_sigterm_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
+  c = _config(name)
+  straight = train.run(c, str(tmp_path / "straight"))
+  with monkeypatch.context() as m:
+    _sigterm_at(m, 7)  # an arbitrary step, between checkpoints
+    with pytest.raises(train.Preempted) as e:
+      train.run(c, str(tmp_path / "interrupted"))
+  assert e.value.step == 7
+  assert checkpoint.Checkpointer(str(tmp_path / "interrupted"), 3).latest_step() == 7
+  resumed = train.run(c, str(tmp_path / "interrupted"))
+  assert resumed["resumed_from_step"] == 7
+  s1, p1 = _final_params(str(tmp_path / "straight"), c)
+  s2, p2 = _final_params(str(tmp_path / "interrupted"), c)
+  assert s1 == s2 == 12
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+    np.testing.assert_array_equal(a, b)  # bitwise
+  numbers = lambda r: {k: v for k, v in r["metrics"].items() if isinstance(v, float)}
+  assert numbers(straight) == numbers(resumed)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
+  c = _config("vae_mnist")
+  c.train.steps = 8
+  workdir = str(tmp_path)
+  train.run(c, workdir)
+  files = [f for f in glob.glob(os.path.join(workdir, "checkpoints", "8", "state", "**", "*"),
+                                recursive=True) if os.path.isfile(f) and os.path.getsize(f) > 100]
+  assert files
+  for f in files:  # truncate every data file of the latest checkpoint
+    with open(f, "r+b") as fh:
+      fh.truncate(os.path.getsize(f) // 2)
+  c.train.steps = 12
+  r = train.run(c, workdir)
+  assert r["resumed_from_step"] == 4  # step 8 was unreadable; step 4 was used
+  assert glob.glob(os.path.join(workdir, "checkpoints", "corrupt-8-*"))
+  assert checkpoint.Checkpointer(workdir, 3).latest_step() == 12
+
+
+def _poison(monkeypatch, data_index):
+  real = train.data.train_batches
+
+  def batches(config, start_index=0, batch_size=None):
+    for i, b in enumerate(real(config, start_index, batch_size), start=start_index):
+      if i == data_index:
+        b["image"][0, 0, 0, 0] = np.nan
+      yield b
+
+  monkeypatch.setattr(train.data, "train_batches", batches)
+
+
+def test_nonfinite_rollback_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
+  c = _config("vae_mnist")
+  c.train.on_nonfinite = "rollback"
+  _poison(monkeypatch, 5)  # the batch of step 6
+  r = train.run(c, str(tmp_path))
+  assert r["skipped_batches"] == [5]
+  assert np.isfinite(r["train_metrics"]["loss"]) and r["steps"] == 12
+  _, p_roll = _final_params(str(tmp_path), c)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(p_roll.params))
+
+
+def test_nonfinite_stop_is_the_default(tmp_path, monkeypatch):
+  c = _config("vae_mnist")
+  _poison(monkeypatch, 5)
+  with pytest.raises(train.NonFiniteLossError, match="at step 6 "):
+    train.run(c, str(tmp_path))
+  assert checkpoint.Checkpointer(str(tmp_path), 3).latest_step() == 4
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("data.name", "mnistt", "Unknown dataset 'mnistt'"),
+    ("model.name", "mlp_vea", "Unknown model 'mlp_vea'"),
+    ("objective.likelihood", "poisson", "Unknown likelihood 'poisson'"),
+    ("objective.name", "elbow", "Unknown objective 'elbow'"),
+    ("train.batch_size", 98, "multiple of the device count"),
+    ("train.batch_size", 0, "must be positive"),
+    ("train.steps", -1, "train.steps must be positive"),
+    ("optim.lr", 0.0, "optim.lr must be positive"),
+    ("optim.name", "adamm", "Unknown optim.name 'adamm'"),
+    ("train.on_nonfinite", "ignore", "Unknown train.on_nonfinite"),
+])
+def test_bad_vae_input_rejected_before_compute(field, value, message, tmp_path):
+  c = _config("vae_mnist")
+  group, key = field.split(".")
+  c[group][key] = value
+  with pytest.raises(ValueError, match=message):
+    train.run(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("gan.loss", "hingee", "Unknown GAN loss 'hingee'"),
+    ("gan.penalty", "gp", "Unknown gan.penalty 'gp'"),
+    ("model.d_norm", "weight", "Unknown model.d_norm 'weight'"),
+    ("gan.n_critic", 0, "gan.n_critic must be positive"),
+    ("d_optim.lr", -1.0, "d_optim.lr must be positive"),
+])
+def test_bad_gan_input_rejected_before_compute(field, value, message, tmp_path):
+  c = _config("gan_mnist")
+  group, key = field.split(".")
+  c[group][key] = value
+  with pytest.raises(ValueError, match=message):
+    train.run(c, str(tmp_path))
+
+
+def test_workdir_of_another_experiment_is_refused(tmp_path):
+  c = _config("vae_mnist")
+  c.train.steps = 4
+  train.run(c, str(tmp_path))
+  other = _config("vae_mnist_conv")
+  with pytest.raises(ValueError, match="holds checkpoints of experiment 'vae_mnist'"):
+    train.run(other, str(tmp_path))

@@ -1,0 +1,170 @@
+"""GAN networks, the two-player step, EMA, the Inception port, and gan_mnist end to end."""
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genimg_jax import parallel, tasks, train
+from genimg_jax.models import gan as gan_models
+
+SHARED_INCEPTION = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fid_inception_v3")
+
+
+def gan_config(name="gan_mnist"):
+  import importlib
+  c = importlib.import_module(f"experiments.{name}").get_config("runlocal")
+  c.experiment, c.experiment_arg = name, "runlocal"
+  return c
+
+
+@pytest.mark.parametrize("name,shape", [("mlp", (28, 28, 1)), ("dcgan", (28, 28, 1)),
+                                        ("dcgan", (32, 32, 3)), ("resnet", (32, 32, 3))])
+@pytest.mark.parametrize("classes", [0, 10])
+def test_gan_network_shapes(name, shape, classes):
+  c = gan_config().model
+  c.name, c.num_classes, c.hidden = name, classes, 8
+  g, d = gan_models.build_gan(c, shape)
+  z = jnp.zeros((3, c.latent_dim))
+  y = jnp.arange(3) if classes else None
+  gv = g.init(jax.random.PRNGKey(0), z, y, train=False)
+  x = g.apply(gv, z, y, train=False)
+  assert x.shape == (3, *shape) and float(jnp.abs(x).max()) <= 1.0
+  dv = d.init(jax.random.PRNGKey(1), x, y, train=False)
+  assert d.apply(dv, x, y, train=False).shape == (3,)
+
+
+def test_spectral_norm_drives_largest_singular_value_to_one():
+  layer = nn.SpectralNorm(nn.Dense(16))
+  x = jnp.ones((1, 32))
+  v = layer.init(jax.random.PRNGKey(0), x, update_stats=False)
+  kernel = v["params"]["layer_instance"]["kernel"] * 5.0
+  v = {"params": {"layer_instance": {"kernel": kernel, "bias": v["params"]["layer_instance"]["bias"]}},
+       "batch_stats": v["batch_stats"]}
+  assert np.linalg.svd(np.asarray(kernel), compute_uv=False)[0] > 2.0
+  for _ in range(30):  # power iterations accumulate in the u vector
+    _, upd = layer.apply(v, x, update_stats=True, mutable=["batch_stats"])
+    v = {"params": v["params"], "batch_stats": upd["batch_stats"]}
+  # the normalized map x -> x @ (W / sigma) has spectral norm 1
+  eye = jnp.eye(32)
+  w_sn = layer.apply(v, eye, update_stats=False) - v["params"]["layer_instance"]["bias"]
+  np.testing.assert_allclose(np.linalg.svd(np.asarray(w_sn), compute_uv=False)[0], 1.0, rtol=1e-3)
+
+
+def test_gan_step_metrics_and_ema():
+  c = gan_config()
+  c.gan.ema_decay = 0.9
+  task = tasks.build_task(c)
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
+  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (64, 28, 28, 1), minval=-1, maxval=1),
+           "label": jnp.zeros((64,), jnp.int32)}
+  new, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
+  assert {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"} <= set(metrics)
+  # EMA: ema' = 0.9 ema + 0.1 g' with ema = g (initial)
+  want = jax.tree.map(lambda e, g: 0.9 * e + 0.1 * g, state.extra["ema"], new.params["g"])
+  for a, b in zip(jax.tree.leaves(new.extra["ema"]), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert int(new.step) == 1
+
+
+@pytest.mark.parametrize("penalty", ["wgan_gp", "dragan", "r1", "r2"])
+def test_penalty_appears_in_metrics(penalty):
+  c = gan_config()
+  c.gan.penalty, c.gan.n_critic = penalty, 2
+  task = tasks.build_task(c)
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
+  batch = {"image": jnp.zeros((128, 28, 28, 1)), "label": jnp.zeros((128,), jnp.int32)}
+  _, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
+  assert penalty in metrics and np.isfinite(float(metrics[penalty]))
+
+
+def test_batchnorm_statistics_are_over_the_global_batch():
+  """One step on 4 devices equals one step on 1 device (G has BatchNorm)."""
+  c = gan_config()
+  task = tasks.build_task(c)
+  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (64, 28, 28, 1), minval=-1, maxval=1),
+           "label": jnp.zeros((64,), jnp.int32)}
+  outs = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = parallel.make_mesh(devices)
+    repl = parallel.replicated(mesh)
+    state = jax.jit(task.init_state, out_shardings=repl)(jax.random.PRNGKey(0))
+    b = jax.device_put(batch, parallel.batch_sharding(mesh))
+    step = jax.jit(task.train_step, in_shardings=(repl, parallel.batch_sharding(mesh), repl),
+                   out_shardings=(repl, repl))
+    new, m = step(state, b, jax.random.PRNGKey(2))
+    outs.append((jax.device_get(new.extra["g_stats"]), jax.device_get(m)))
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHARED_INCEPTION, "weights.npz")),
+                    reason="Inception weights not in ../shared")
+def test_inception_port_reproduces_reference_features():
+  from genimg_jax.models import inception
+  variables, sha = inception.load_params(os.path.join(SHARED_INCEPTION, "weights.npz"))
+  ref = np.load(os.path.join(SHARED_INCEPTION, "reference.npz"))
+  x = ref["images_uint8_NHWC"].astype(np.float32) / 128.0 - 1.0
+  feats = jax.jit(inception.InceptionV3().apply)(variables, x)
+  want = ref["features"]
+  rel = np.abs(np.asarray(feats) - want).max() / np.abs(want).max()
+  assert rel < 1e-4, rel
+  assert len(sha) == 64
+
+
+@pytest.fixture(scope="module")
+def classifier_workdir(tmp_path_factory):
+  from experiments import classifier_mnist
+  c = classifier_mnist.get_config("runlocal")
+  c.experiment = "classifier_mnist"
+  workdir = str(tmp_path_factory.mktemp("classifier"))
+  r = train.run(c, workdir)
+  assert r["metrics"]["test/accuracy"] > 0.8  # 60 steps already classify most digits
+  return workdir
+
+
+def test_gan_mnist_runlocal_end_to_end_and_resume(classifier_workdir, tmp_path):
+  c = gan_config()
+  c.metrics.classifier_workdir = classifier_workdir
+  c.metrics.cache_dir = str(tmp_path / "cache")
+  workdir = str(tmp_path / "run")
+  r = train.run(c, workdir)
+  m = r["metrics"]
+  for k in ("fd", "kid", "kid_stderr", "precision", "recall", "is", "fd_floor"):
+    assert np.isfinite(m[f"test/classifier/{k}"]), k
+  assert 1.0 <= m["test/classifier/is"] <= 10.0
+  p = m["test/classifier/protocol"]
+  assert p["num_samples"] == 200 and p["reference_split"] == "test" and len(p["weights_sha256"]) == 64
+  assert m["test/classifier/fd_floor"] < m["test/classifier/fd"]
+  assert os.path.exists(os.path.join(workdir, "samples.png"))
+  assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(r["train_metrics"])
+  assert len(os.listdir(c.metrics.cache_dir)) == 2  # test and train reference features
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["metrics"]["test/classifier/protocol"]["dataset"] == "mnist"
+  # resume: a longer run continues from the last checkpoint
+  c.train.steps = 30
+  r2 = train.run(c, workdir)
+  assert r2["resumed_from_step"] == 20 and r2["steps"] == 30
+
+
+def test_missing_feature_networks_are_reported_not_fatal(tmp_path):
+  c = gan_config()
+  c.metrics.classifier_workdir = str(tmp_path / "nothing_here")
+  c.metrics.inception_weights = str(tmp_path / "no_weights.npz")
+  c.metrics.inception_num_samples = 10
+  c.train.steps = 2
+  r = train.run(c, str(tmp_path / "run"))
+  assert "test/classifier/fd" not in r["metrics"]
+  assert "no trained classifier" in r["metrics"]["test/classifier/skipped"]
+  assert "Inception-v3 weights not found" in r["metrics"]["test/inception/skipped"]
+
+
+def test_sngan_cifar10_runlocal_on_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+  c = gan_config("sngan_cifar10")
+  with tfds.testing.mock_data(num_examples=64):
+    r = train.run(c, str(tmp_path))
+  assert r["steps"] == 4 and np.isfinite(r["train_metrics"]["d_loss"])

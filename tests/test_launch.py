@@ -1,0 +1,100 @@
+"""launch.py end to end on real MNIST, in a subprocess, as a user runs it."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch(*args, env_extra=None):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device, as on a laptop
+  env.update(env_extra or {})
+  return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("vae_runlocal"))
+  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_runlocal_writes_every_output(first_run):
+  workdir, proc = first_run
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  assert config["experiment"] == "vae_mnist" and config["train"]["steps"] == 20
+  with open(os.path.join(workdir, "results.json")) as f:
+    r = json.load(f)
+  assert set(r) >= {"experiment", "config", "metrics", "steps", "train_seconds",
+                    "eval_seconds", "devices", "versions"}
+  m = r["metrics"]
+  for k in ("test/elbo", "test/nll", "test/bits_per_dim", "test/kl", "test/rec"):
+    assert np.isfinite(m[k]), k
+  # IWAE bound >= ELBO (NLL <= -ELBO), bits/dim consistent with nats
+  assert m["test/nll"] <= -m["test/elbo"] + 0.5
+  np.testing.assert_allclose(m["test/bits_per_dim"], m["test/nll"] / (784 * np.log(2)), rtol=1e-6)
+  assert m["test/iwae_k"] == 10 and m["test/num_examples"] == 200
+  assert r["steps"] == 20 and r["devices"]["count"] == 1 and "jax" in r["versions"]
+  assert r["train_metrics"]["loss"] < 530  # learning: below the initial 784 ln 2 = 543 nats
+  for name in ("samples", "reconstructions"):
+    img = np.asarray(Image.open(os.path.join(workdir, f"{name}.png")))
+    assert img.shape == (8 * 29 + 1, 8 * 29 + 1) and img.std() > 0
+  steps = sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
+                 if os.path.basename(p).isdigit())
+  assert steps == [10, 20]
+  events = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+  assert events
+  tags = set()
+  import tensorflow as tf
+  for e in tf.compat.v1.train.summary_iterator(events[0]):
+    tags |= {v.tag for v in e.summary.value}
+  assert {"train/loss", "test/nll", "samples", "reconstructions"} <= tags
+  assert "steps/s" in proc.stderr and "ETA" in proc.stderr
+
+
+def test_rerun_resumes_at_saved_step(first_run, tmp_path):
+  workdir, _ = first_run
+  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Restored checkpoint at step 20" in proc.stderr
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["resumed_from_step"] == 20
+  # a longer run in the same workdir continues from step 20, not from scratch
+  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
+                "--experiment.train.steps=30")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Restored checkpoint at step 20" in proc.stderr
+  assert "step 25/30" in proc.stderr and "step 5/30" not in proc.stderr
+
+
+def test_override_changes_the_config(tmp_path):
+  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={tmp_path}",
+                "--experiment.train.steps=3", "--experiment.optim.lr=3e-4")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "config.json") as f:
+    c = json.load(f)
+  assert c["train"]["steps"] == 3 and c["optim"]["lr"] == 3e-4
+
+
+def test_unknown_experiment_lists_available():
+  proc = launch("--experiment=vae_mnst")
+  assert proc.returncode != 0
+  assert "Unknown experiment 'vae_mnst'" in proc.stderr and "vae_mnist" in proc.stderr
+
+
+def test_misspelled_override_key_is_an_error(tmp_path):
+  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={tmp_path}",
+                "--experiment.optim.learning_rate=3e-4")
+  assert proc.returncode != 0
+  assert "learning_rate" in proc.stderr
+  assert not os.path.exists(tmp_path / "results.json")

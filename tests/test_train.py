@@ -1,0 +1,43 @@
+"""The training loop in-process on 4 fake CPU devices: sharding, tracing, non-finite losses."""
+import jax
+import numpy as np
+import pytest
+
+from genimg_jax import tasks, train
+
+
+def test_same_loss_on_1_and_4_devices(runlocal_config, tmp_path):
+  assert jax.device_count() == 4
+  c = runlocal_config
+  c.train.steps = 6
+  c.train.log_every = 6
+  c.train.checkpoint_every = 6
+  r1 = train.run(c, str(tmp_path / "d1"), devices=jax.devices()[:1])
+  r4 = train.run(c, str(tmp_path / "d4"), devices=jax.devices())
+  assert r1["devices"]["count"] == 1 and r4["devices"]["count"] == 4
+  for k in ("loss", "rec", "kl", "grad_norm"):
+    np.testing.assert_allclose(r4["train_metrics"][k], r1["train_metrics"][k], rtol=2e-5)
+  for k in ("test/elbo", "test/nll"):
+    np.testing.assert_allclose(r4["metrics"][k], r1["metrics"][k], rtol=2e-5)
+
+
+def test_train_step_is_traced_once(runlocal_config, tmp_path, monkeypatch):
+  traces = []
+  original = tasks.vae.VAETask.train_step
+
+  def counting_step(self, state, batch, rng):
+    traces.append(1)  # runs at trace time only
+    return original(self, state, batch, rng)
+
+  monkeypatch.setattr(tasks.vae.VAETask, "train_step", counting_step)
+  c = runlocal_config
+  c.train.steps = 30
+  train.run(c, str(tmp_path))
+  assert len(traces) == 1
+
+
+def test_bad_batch_size_rejected_before_compute(runlocal_config, tmp_path):
+  c = runlocal_config
+  c.train.batch_size = 98  # not divisible by 4 devices
+  with pytest.raises(ValueError, match="train.batch_size=98 must be a positive multiple of the device count \\(4\\)"):
+    train.run(c, str(tmp_path))
