@@ -56,6 +56,10 @@ _COORDINATOR = flags.DEFINE_string(
     "Not needed on TPU pod slices, SLURM or Open MPI, where JAX finds it.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the run (or JAX_NUM_PROCESSES).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (or JAX_PROCESS_ID).")
+_SWEEP = flags.DEFINE_bool("sweep", False, "Run every trial of the experiment's get_sweep(), "
+                           "each in WORKDIR/trials/<name>, then write the ablation report.")
+_TRIAL = flags.DEFINE_integer("trial", None, "With --sweep: run only trial I (for job arrays).")
+_REPORT = flags.DEFINE_bool("report", False, "Only (re)write the sweep's ablation report.")
 _MOCK_DATA = flags.DEFINE_integer(
     "mock_data", 0, "If > 0: replace the dataset by N random examples of the right shapes "
     "(tfds.testing.mock_data), to check that code runs where a dataset is not on disk.")
@@ -74,6 +78,8 @@ def main(argv):
   with config.unlocked():
     config.experiment, config.experiment_arg = _NAME, _ARG or ""
   workdir = _WORKDIR.value or os.path.join("workdirs", _NAME + (f"_{_ARG}" if _ARG else ""))
+  if _SWEEP.value or _REPORT.value or _TRIAL.value is not None:
+    return run_sweep(config, workdir)
   logging.info("Config:\n%s", config)
   try:
     if _MOCK_DATA.value:
@@ -86,6 +92,32 @@ def main(argv):
     logging.warning("%s", e)  # a clean exit: the checkpoint is saved
   except (ValueError, train.NonFiniteLossError) as e:  # bad input, divergence: say it plainly
     sys.exit(f"Error: {e}")
+
+
+def run_sweep(base_config, workdir):
+  """--sweep / --trial / --report for experiments that define get_sweep(arg).
+
+  Each trial's config is the command line's (with its --experiment.* overrides)
+  plus the trial's overrides.
+  """
+  import importlib
+  from genimg_jax import sweep
+  module = importlib.import_module(f"experiments.{_NAME}")
+  if not hasattr(module, "get_sweep"):
+    sys.exit(f"Experiment {_NAME!r} defines no get_sweep(); nothing to sweep.")
+  trials = module.get_sweep(_ARG or None)
+  report_opts = getattr(module, "REPORT", {})
+
+  def make_config():
+    config = base_config.copy_and_resolve_references()
+    config.lock()
+    return config
+
+  if not _REPORT.value:
+    sweep.run(make_config, trials, workdir, only=_TRIAL.value)
+  if _TRIAL.value is None:  # a single job of an array leaves the report to --report
+    md = sweep.report(trials, workdir, title=f"{_NAME} sweep", **report_opts)
+    print(md)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 The GAN experiments read it from workdirs/classifier_mnist (metrics.classifier_workdir).
 Inputs are scaled to [-1, 1], the range of GAN samples.
-Expected: test accuracy ~ACC in ~TIME min on 2 CPU cores.
+Measured (2026-11-21, 2 CPU cores, shared with a test run): test accuracy 99.25%,
+6.9 min wall-clock.
 """
 from genimg_jax import configs
 

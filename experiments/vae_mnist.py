@@ -5,7 +5,9 @@
 Model: 784-256-256-(2x50) encoder and 50-256-256-784 decoder (tanh), Bernoulli
 likelihood, dynamic binarization, ELBO, Adam. The final evaluation is the IWAE
 bound with k=5000 on the 10,000 test images, as in the literature.
-Expected: test NLL ~NLL nats, ELBO ~ELBO nats, in ~TIME min total on 2 CPU cores.
+Measured (2026-11-21, 2 CPU cores, jax 0.10.2): test NLL 87.65 nats (IWAE k=5000),
+ELBO -91.56 nats, 0.161 bits/dim; 12.1 min training + 3.4 min evaluation,
+16.5 min wall-clock for the whole command.
 """
 from genimg_jax import configs
 

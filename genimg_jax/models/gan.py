@@ -4,7 +4,8 @@ Generators: z_BZ (and labels y_B when class-conditional) -> images in [-1, 1].
 Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 
 * MLP: the original GAN paper's fully connected networks.
-* DCGAN (Radford et al. 2016): transposed convolutions, BatchNorm and ReLU in G,
+* DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions (computed as
+  an equivalent 3x3 convolution, see layers.ConvTranspose4x4s2), BatchNorm and ReLU in G,
   tanh output; strided convolutions and LeakyReLU in D. Sized for 28x28 (7x7 seed)
   and 32x32 (4x4 seed).
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
@@ -25,6 +26,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+
+from genimg_jax.models.layers import ConvTranspose4x4s2
 
 D_NORMS = ("none", "spectral", "layer", "batch")
 
@@ -117,10 +120,9 @@ class DCGANGenerator(nn.Module):
     h = nn.Dense(seed * seed * ch * 2)(h).reshape(-1, seed, seed, ch * 2)
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
     for i in range(n_up - 1):
-      h = nn.ConvTranspose(ch // 2**i, (4, 4), strides=(2, 2), padding="SAME")(h)
+      h = ConvTranspose4x4s2(ch // 2**i)(h)
       h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
-    h = nn.ConvTranspose(C, (4, 4), strides=(2, 2), padding="SAME")(h)
-    return jnp.tanh(h)
+    return jnp.tanh(ConvTranspose4x4s2(C)(h))
 
 
 class DCGANDiscriminator(nn.Module):

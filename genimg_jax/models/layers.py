@@ -16,3 +16,41 @@ def get_activation(name):
   if name not in ACTIVATIONS:
     raise ValueError(f"Unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
+
+
+class ConvTranspose4x4s2(nn.Module):
+  """A 4x4, stride-2, SAME transposed convolution, computed as one 3x3 convolution.
+
+  Same parameters and outputs as nn.ConvTranspose(features, (4, 4), (2, 2), "SAME")
+  (tests/test_gan.py checks), but XLA:CPU runs the gradient of a transposed
+  convolution ~70x slower than that of an ordinary one (measured: 158 ms vs 2 ms for
+  the DCGAN layer at batch 64). Each of the 4 output phases (row and column parity)
+  is a 2x2 correlation of the input; the 4 phase kernels are placed in one 3x3
+  kernel with 4*features outputs, and depth-to-space interleaves them.
+  """
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    import jax.numpy as jnp
+    import jax
+    cin = x_BHWC.shape[-1]
+    k = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, cin, self.features))
+    # Along one axis: output 2p uses x[p-1]*k[0] + x[p]*k[2]; output 2p+1 uses
+    # x[p]*k[1] + x[p+1]*k[3]. Offsets -1, 0, +1 are rows 0, 1, 2 of the 3x3 kernel.
+    taps = {0: ((0, 0), (1, 2)), 1: ((1, 1), (2, 3))}  # phase -> ((row, k index), ...)
+    k3 = jnp.zeros((3, 3, cin, 2, 2, self.features), k.dtype)
+    for a in (0, 1):
+      for b in (0, 1):
+        for r, kr in taps[a]:
+          for c, kc in taps[b]:
+            k3 = k3.at[r, c, :, a, b, :].set(k[kr, kc])
+    y = jax.lax.conv_general_dilated(x_BHWC, k3.reshape(3, 3, cin, 4 * self.features), (1, 1),
+                                     ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    B, H, W, _ = y.shape
+    y = y.reshape(B, H, W, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    y = y.reshape(B, 2 * H, 2 * W, self.features)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    return y

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from genimg_jax.models.layers import get_activation
+from genimg_jax.models.layers import ConvTranspose4x4s2, get_activation
 
 
 class MLPEncoder(nn.Module):
@@ -68,7 +68,7 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-  """Dense to a small feature map, then transposed convolutions back to HxW.
+  """Dense to a small feature map, then 4x4 stride-2 transposed convolutions back to HxW.
 
   H and W must be divisible by 2**depth (28 with depth 2, 32 with up to 5).
   """
@@ -88,7 +88,7 @@ class ConvDecoder(nn.Module):
     top = self.channels * 2**(self.depth - 1)
     h = act(nn.Dense(H // f * W // f * top)(z_BZ)).reshape(-1, H // f, W // f, top)
     for i in reversed(range(self.depth)):
-      h = act(nn.ConvTranspose(self.channels * 2**i, (3, 3), strides=(2, 2), padding="SAME")(h))
+      h = act(ConvTranspose4x4s2(self.channels * 2**i)(h))
       h = act(nn.Conv(self.channels * 2**i, (3, 3), padding="SAME")(h))
     out = nn.Conv(C * self.out_params, (3, 3), padding="SAME")(h)
     return out.reshape(z_BZ.shape[0], H, W, C, self.out_params)

@@ -1,0 +1,251 @@
+"""Sweeps: trials declared in experiment files, run in turn or one per job, aggregated.
+
+An experiment module may define `get_sweep(arg=None)` returning the trials: a list of
+override dicts ({"objective.beta": 0.5, "seed": 1}), built with `product`, `zip_` and
+`seeds`. It may also define `REPORT = {"metrics": [...], "main": "...", "caption": "..."}`
+to choose the table's columns and the plotted metric.
+
+  python launch.py --experiment=vae_mnist_beta --sweep            # every trial in turn
+  python launch.py --experiment=vae_mnist_beta --sweep --trial=3  # only trial 3 (job arrays)
+  python launch.py --experiment=vae_mnist_beta --report           # tables and plot only
+
+Trial i runs in WORKDIR/trials/<name> with its own checkpoints and results.json; a
+finished trial (results.json at its train.steps) is skipped, an unfinished one
+resumes. The report writes WORKDIR/ablation.csv (one row per trial),
+WORKDIR/ablation.md (mean ± std over seeds per setting, best marked, failed trials
+listed) and WORKDIR/ablation.png (the main metric per factor).
+"""
+import csv
+import itertools
+import json
+import math
+import os
+import re
+import traceback
+
+from absl import logging
+import numpy as np
+
+
+# --- declaring trials --------------------------------------------------------------
+def product(**factors):
+  """Every combination: product(**{"a.b": [1, 2], "c": [3]}) -> [{"a.b": 1, "c": 3}, {"a.b": 2, "c": 3}]."""
+  keys = list(factors)
+  return [dict(zip(keys, values)) for values in itertools.product(*(factors[k] for k in keys))]
+
+
+def zip_(**factors):
+  """Paired values: zip_(**{"a": [1, 2], "b": [3, 4]}) -> [{"a": 1, "b": 3}, {"a": 2, "b": 4}]."""
+  lengths = {len(v) for v in factors.values()}
+  if len(lengths) > 1:
+    raise ValueError(f"zip_ needs lists of one length, got {dict((k, len(v)) for k, v in factors.items())}")
+  return [dict(zip(factors, values)) for values in zip(*factors.values())]
+
+
+def seeds(trials, n, start=0):
+  """Each trial once per seed start..start+n-1 (the seed is the last override)."""
+  return [dict(t, seed=s) for t in trials for s in range(start, start + n)]
+
+
+def trial_name(overrides):
+  """A folder name from the overrides: objective.beta=0.5,seed=1 -> beta=0.5_seed=1."""
+  parts = [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
+  return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join(parts)) or "default"
+
+
+def apply_overrides(config, overrides):
+  """Sets dotted fields of a (locked) ConfigDict; unknown fields are an error."""
+  for key, value in overrides.items():
+    node, *path = config, *key.split(".")
+    for part in path[:-1]:
+      node = node[part]
+    if path[-1] not in node:
+      raise ValueError(f"Sweep override {key!r}: no such config field.")
+    node[path[-1]] = value
+  return config
+
+
+# --- running -------------------------------------------------------------------------
+def _finished(trial_dir, steps):
+  path = os.path.join(trial_dir, "results.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get("steps") == steps
+
+
+def run(make_config, trials, workdir, only=None):
+  """Runs the trials (or only trial `only`) in turn. make_config() -> a fresh config."""
+  from genimg_jax import train
+  try:
+    from tqdm import tqdm
+  except ImportError:  # pragma: no cover
+    tqdm = lambda x, **k: x
+  if only is not None and not 0 <= only < len(trials):
+    raise ValueError(f"--trial={only} is out of range: this sweep has {len(trials)} trials (0..{len(trials) - 1}).")
+  indices = range(len(trials)) if only is None else [only]
+  for i in tqdm(indices, desc="trials", unit="trial"):
+    overrides = trials[i]
+    trial_dir = os.path.join(workdir, "trials", trial_name(overrides))
+    config = apply_overrides(make_config(), overrides)
+    if _finished(trial_dir, config.train.steps):
+      logging.info("Trial %d/%d %s: finished, skipped.", i + 1, len(trials), trial_name(overrides))
+      continue
+    logging.info("Trial %d/%d %s", i + 1, len(trials), trial_name(overrides))
+    failed = os.path.join(trial_dir, "failed.txt")
+    try:
+      train.run(config, trial_dir)
+      if os.path.exists(failed):
+        os.remove(failed)
+    except train.Preempted:
+      raise
+    except Exception as e:  # a failed trial is recorded and listed, the sweep goes on
+      os.makedirs(trial_dir, exist_ok=True)
+      with open(failed, "w") as f:
+        f.write(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+      logging.error("Trial %s failed: %s", trial_name(overrides), e)
+
+
+# --- reporting -----------------------------------------------------------------------
+LOWER_IS_BETTER = re.compile(r"nll|fd|fid|kid|bits|loss|rec$|kl$")
+
+
+def _numeric_metrics(results):
+  return {k: float(v) for k, v in results.get("metrics", {}).items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def collect(trials, workdir):
+  """One row per trial: its overrides, status and numeric metrics."""
+  rows = []
+  for i, overrides in enumerate(trials):
+    d = os.path.join(workdir, "trials", trial_name(overrides))
+    row = {"trial": i, "name": trial_name(overrides), **overrides}
+    if os.path.exists(os.path.join(d, "failed.txt")):
+      with open(os.path.join(d, "failed.txt")) as f:
+        row["status"] = "failed: " + f.readline().strip()
+    elif os.path.exists(os.path.join(d, "results.json")):
+      with open(os.path.join(d, "results.json")) as f:
+        r = json.load(f)
+      row.update(status="done", **_numeric_metrics(r), train_seconds=r.get("train_seconds"))
+    else:
+      row["status"] = "not run"
+    rows.append(row)
+  return rows
+
+
+def _fmt(v):
+  return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=None):
+  """Writes ablation.csv, ablation.md and ablation.png; returns the markdown.
+
+  The plot is `main` against the first factor, or, with xy=(metric_x, metric_y), one
+  metric against another (e.g. rate against distortion), a point per setting.
+  """
+  rows = collect(trials, workdir)
+  factor_keys = [k for k in dict.fromkeys(k for t in trials for k in t) if k != "seed"]
+  done = [r for r in rows if r["status"] == "done"]
+  metric_keys = metrics or sorted({k for r in done for k in r if k.startswith("test/")})
+  main = main or (metric_keys[0] if metric_keys else None)
+
+  columns = list(dict.fromkeys(["trial", "name", *[k for t in trials for k in t], "status",
+                                *metric_keys, "train_seconds"]))
+  with open(os.path.join(workdir, "ablation.csv"), "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+
+  # group by setting (the overrides other than the seed)
+  groups = {}
+  for r in done:
+    groups.setdefault(tuple(r.get(k) for k in factor_keys), []).append(r)
+  stats = {}
+  for setting, rs in groups.items():
+    stats[setting] = {m: (np.mean([r[m] for r in rs if m in r]), np.std([r[m] for r in rs if m in r]),
+                          len([r for r in rs if m in r])) for m in metric_keys}
+  best = {}
+  for m in metric_keys:
+    vals = {s: v[m][0] for s, v in stats.items() if v[m][2] and not math.isnan(v[m][0])}
+    if vals:
+      pick = min if LOWER_IS_BETTER.search(m) else max
+      best[m] = pick(vals, key=vals.get)
+
+  lines = [f"# {title or os.path.basename(os.path.abspath(workdir))}", ""]
+  if caption:
+    lines += [caption, ""]
+  short = [m.replace("test/", "") for m in metric_keys]
+  lines.append("| " + " | ".join([k.split(".")[-1] for k in factor_keys] + short + ["seeds"]) + " |")
+  lines.append("|" + "---|" * (len(factor_keys) + len(metric_keys) + 1))
+  for setting in sorted(stats, key=lambda s: tuple(str(x) for x in s)):
+    cells = [_fmt(x) for x in setting]
+    for m in metric_keys:
+      mean, std, n = stats[setting][m]
+      cell = f"{mean:.4g} ± {std:.2g}" if n else "n/a"
+      cells.append(f"**{cell}**" if best.get(m) == setting else cell)
+    cells.append(str(max(v[2] for v in stats[setting].values()) if metric_keys else len(groups[setting])))
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Mean ± standard deviation over seeds; **bold**: the best setting per column "
+            "(lowest for NLL/FD/KID/bits/losses, highest otherwise)."]
+  failed = [r for r in rows if r["status"] != "done"]
+  if failed:
+    lines += ["", "Trials without results:", ""]
+    lines += [f"- trial {r['trial']} `{r['name']}`: {r['status']}" for r in failed]
+  md = "\n".join(lines) + "\n"
+  with open(os.path.join(workdir, "ablation.md"), "w") as f:
+    f.write(md)
+  if xy and stats:
+    _plot_xy(stats, factor_keys, xy, os.path.join(workdir, "ablation.png"))
+  elif main and stats:
+    _plot(stats, factor_keys, main, os.path.join(workdir, "ablation.png"))
+  return md
+
+
+def _plot_xy(stats, factor_keys, xy, path):
+  """One metric against another, a point (± std on both axes) per setting."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  mx, my = xy
+  fig, ax = plt.subplots(figsize=(6, 4))
+  pts = sorted(stats.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
+  ax.errorbar([s[mx][0] for _, s in pts], [s[my][0] for _, s in pts],
+              xerr=[s[mx][1] for _, s in pts], yerr=[s[my][1] for _, s in pts],
+              marker="o", capsize=3, linestyle="-")
+  for setting, s in pts:
+    ax.annotate(", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(factor_keys, setting)),
+                (s[mx][0], s[my][0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+  ax.set_xlabel(mx)
+  ax.set_ylabel(my)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot(stats, factor_keys, metric, path):
+  """The main metric (mean ± std) against the first factor, one line per other setting."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  lines = {}
+  for setting, s in stats.items():
+    lines.setdefault(setting[1:], []).append((setting[0] if setting else "", *s[metric][:2]))
+  for rest, pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
+    numeric = all(isinstance(p[0], (int, float)) for p in pts)
+    pts = sorted(pts, key=lambda p: p[0] if numeric else str(p[0]))
+    xs = [p[0] for p in pts] if numeric else [str(p[0]) for p in pts]
+    label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(factor_keys[1:], rest)) or None
+    ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=label)
+    if numeric and len(xs) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 8:
+      ax.set_xscale("log", base=2)
+  ax.set_xlabel(factor_keys[0] if factor_keys else "")
+  ax.set_ylabel(metric)
+  if len(lines) > 1:
+    ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
