@@ -25,3 +25,17 @@ def test_unknown_model_is_rejected():
   mc = ml_collections.ConfigDict(dict(name="mlp_vea", latent_dim=8, hidden=16, depth=2, activation="relu"))
   with pytest.raises(ValueError, match="Unknown model 'mlp_vea'.*mlp_vae"):
     vae_models.build_vae(mc, (28, 28, 1), 1)
+
+
+def test_fast_transposed_conv_equals_flax_conv_transpose():
+  import flax.linen as nn
+  import numpy as np
+  from genimg_jax.models.layers import ConvTranspose4x4s2
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5, 3))
+  ref = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding="SAME")
+  params = ref.init(jax.random.PRNGKey(1), x)
+  params = jax.tree.map(lambda v: jax.random.normal(jax.random.PRNGKey(2), v.shape), params)
+  want = ref.apply(params, x)
+  got = ConvTranspose4x4s2(4).apply(params, x)
+  assert got.shape == want.shape == (2, 14, 10, 4)
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)

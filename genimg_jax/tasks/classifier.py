@@ -36,7 +36,7 @@ class ClassifierTask:
     del rng  # deterministic given the batch
     (loss, parts), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(state.params, batch)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
+    params = optax.apply_updates(state.params, updates)
     finite = state_lib.all_finite(loss, grads)
     new = state_lib.guarded_apply(state, {"params": params, "opt_state": opt_state}, finite)
     return new, dict(parts, grad_norm=state_lib.tree_norm(grads))

@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from genimg_jax import data, images, optim, parallel, state as state_lib
 from genimg_jax.models import gan as gan_models
@@ -122,7 +123,7 @@ class GANTask:
       (_, (parts, d_stats)), grads = jax.value_and_grad(self._d_objective, has_aux=True)(
           d_params, d_stats, real, y_real, fake, y_fake, kp)
       updates, d_opt = self.d_tx.update(grads, d_opt, d_params)
-      d_params = jax.tree.map(jnp.add, d_params, updates)
+      d_params = optax.apply_updates(d_params, updates)
       parts["d_grad_norm"] = state_lib.tree_norm(grads)
       return (d_params, d_opt, d_stats, g_stats), parts
 
@@ -143,7 +144,7 @@ class GANTask:
 
     (g_loss, g_stats), g_grads = jax.value_and_grad(g_objective, has_aux=True)(p["g"])
     updates, g_opt = self.g_tx.update(g_grads, o["g"], p["g"])
-    g_params = jax.tree.map(jnp.add, p["g"], updates)
+    g_params = optax.apply_updates(p["g"], updates)
     ema = ex["ema"]
     if g_cfg.ema_decay > 0:
       ema = jax.tree.map(lambda e, w: g_cfg.ema_decay * e + (1 - g_cfg.ema_decay) * w, ema, g_params)

@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from genimg_jax import data, images, optim, parallel, state as state_lib
 from genimg_jax.models import vae as vae_models
@@ -60,7 +61,7 @@ class VAETask:
     (loss, parts), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
         state.params, batch["image"], rng)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
+    params = optax.apply_updates(state.params, updates)
     finite = state_lib.all_finite(loss, grads)
     new_state = state_lib.guarded_apply(state, {"params": params, "opt_state": opt_state}, finite)
     metrics = dict(parts, grad_norm=state_lib.tree_norm(grads),
