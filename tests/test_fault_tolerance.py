@@ -88,6 +88,7 @@ def _poison(monkeypatch, data_index):
   def batches(config, start_index=0, batch_size=None):
     for i, b in enumerate(real(config, start_index, batch_size), start=start_index):
       if i == data_index:
+        b["image"] = b["image"].copy()
         b["image"][0, 0, 0, 0] = np.nan
       yield b
 

@@ -29,7 +29,7 @@ def test_fd_of_two_gaussians_matches_closed_form():
 def test_kid_is_unbiased_when_distributions_match():
   # Same distribution: the unbiased MMD^2 has expectation 0 (a biased one is > 0).
   rng = np.random.default_rng(0)
-  vals = [Q.kernel_inception_distance(rng.normal(size=(50, 4)), rng.normal(size=(50, 4)),
+  vals = [Q.kernel_inception_distance(rng.normal(size=(100, 4)), rng.normal(size=(100, 4)),
                                       num_subsets=1, subset_size=50, seed=i)[0] for i in range(400)]
   mean, se = np.mean(vals), np.std(vals) / np.sqrt(len(vals))
   assert abs(mean) < 3 * se, (mean, se)

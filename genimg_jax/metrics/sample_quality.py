@@ -38,10 +38,15 @@ def _mmd2_unbiased(x, y):
 
 
 def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=1000, seed=0):
-  """(KID mean, standard error) over random subsets (each an unbiased MMD^2 estimate)."""
+  """(KID mean, standard error) over random subsets (each an unbiased MMD^2 estimate).
+
+  Subsets have min(subset_size, N/2) points of each set.
+  """
   a = np.asarray(feats_a, np.float64)
   b = np.asarray(feats_b, np.float64)
-  m = min(subset_size, len(a), len(b))
+  # Subsets of at most half of each set, so that they differ and the standard error
+  # means something (subsets of the whole set would all be the same).
+  m = min(subset_size, len(a) // 2, len(b) // 2)
   rng = np.random.default_rng(seed)
   vals = np.array([_mmd2_unbiased(a[rng.choice(len(a), m, replace=False)],
                                   b[rng.choice(len(b), m, replace=False)])
