@@ -28,7 +28,7 @@ REGULARIZERS = [  # every setting names the same fields, so the table has one co
 
 
 def get_config(arg=None):
-  c = gan_mnist.get_config("runlocal" if arg == "runlocal" else None)
+  c = gan_mnist.get_config(arg)  # rejects unknown variants
   if arg != "runlocal":
     c.train.steps = 600
     c.train.eval_every = 0

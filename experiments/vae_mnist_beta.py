@@ -20,7 +20,7 @@ REPORT = {"metrics": ["test/elbo", "test/nll", "test/kl", "test/rec"], "main": "
 
 
 def get_config(arg=None):
-  c = vae_mnist.get_config("runlocal" if arg == "runlocal" else None)
+  c = vae_mnist.get_config(arg)  # rejects unknown variants
   if arg != "runlocal":
     c.train.steps = 20_000
     c.train.eval_every = 0

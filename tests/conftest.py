@@ -10,6 +10,12 @@ _shared = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
 if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_shared):
   os.environ["TFDS_DATA_DIR"] = os.path.realpath(_shared)
 sys.path.insert(0, ROOT)
+# Many tests compile the same small programs (in-process and in launch.py subprocesses,
+# which inherit these variables): a persistent compilation cache compiles each once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import tempfile
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="genimg_jax_xla_cache_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest  # noqa: E402
 

@@ -21,9 +21,9 @@ def gan_config(name="gan_mnist"):
   return c
 
 
-@pytest.mark.parametrize("name,shape", [("mlp", (28, 28, 1)), ("dcgan", (28, 28, 1)),
-                                        ("dcgan", (32, 32, 3)), ("resnet", (32, 32, 3))])
-@pytest.mark.parametrize("classes", [0, 10])
+@pytest.mark.parametrize("name,shape,classes", [
+    ("mlp", (28, 28, 1), 0), ("dcgan", (28, 28, 1), 10), ("dcgan", (32, 32, 3), 0),
+    ("resnet", (32, 32, 3), 10)])
 def test_gan_network_shapes(name, shape, classes):
   c = gan_config().model
   c.name, c.num_classes, c.hidden = name, classes, 8
