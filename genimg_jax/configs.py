@@ -33,6 +33,7 @@ def base_config():
   c.model.hidden = 200               # MLP width / base conv channels
   c.model.depth = 2                  # hidden layers (MLP) / stages (conv)
   c.model.activation = "tanh"
+  c.model.dtype = "float32"          # compute dtype of the VAE models: float32 | bfloat16
 
   c.objective = ml_collections.ConfigDict()
   c.objective.name = "elbo"          # elbo | iwae
@@ -61,6 +62,10 @@ def base_config():
   c.train.eval_every = 0             # 0 = evaluate only at the end
   c.train.on_nonfinite = "stop"      # stop | rollback (to the last checkpoint, skipping the batch)
   c.train.max_rollbacks = 3
+  # Train steps per compiled call (lax.scan over stacked batches); steps, log_every,
+  # checkpoint_every and eval_every must be multiples. >1 saves per-call dispatch and
+  # host round trips on small models (see benchmarks/README.md for what it buys).
+  c.train.steps_per_call = 1
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 100            # global

@@ -17,9 +17,10 @@ def make_mesh(devices=None):
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def batch_sharding(mesh):
-  """Shards the leading (batch) axis over the data axis."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharding(mesh, stacked=False):
+  """Shards the batch axis over the data axis: the leading one, or the second one of
+  stacked batches [steps, batch, ...] (train.steps_per_call > 1)."""
+  return NamedSharding(mesh, P(None, DATA_AXIS) if stacked else P(DATA_AXIS))
 
 
 def replicated(mesh):
@@ -43,9 +44,9 @@ def check_batch_divisible(global_batch_size, n, name="train.batch_size"):
                      f"device count ({n}); e.g. {max(n, (global_batch_size // n) * n)}.")
 
 
-def to_global(local_batch, mesh):
+def to_global(local_batch, mesh, stacked=False):
   """Assembles process-local numpy batches into global arrays sharded over `mesh`."""
-  sharding = batch_sharding(mesh)
+  sharding = batch_sharding(mesh, stacked)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
 

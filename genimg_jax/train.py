@@ -62,6 +62,13 @@ def validate_config(config, num_devices):
     raise ValueError(f"optim.lr must be positive, got {config.optim.lr}.")
   if config.eval.batch_size <= 0:
     raise ValueError(f"eval.batch_size must be positive, got {config.eval.batch_size}.")
+  if t.steps_per_call <= 0:
+    raise ValueError(f"train.steps_per_call must be positive, got {t.steps_per_call}.")
+  k = t.steps_per_call
+  for name in ("steps", "log_every", "checkpoint_every", "eval_every"):
+    if t[name] % k:
+      raise ValueError(f"train.{name}={t[name]} must be a multiple of train.steps_per_call={k} "
+                       "(the loop logs, saves and evaluates between compiled calls).")
   parallel.check_batch_divisible(t.batch_size, num_devices, "train.batch_size")
   parallel.check_batch_divisible(config.eval.batch_size, num_devices, "eval.batch_size")
 
@@ -169,8 +176,10 @@ def run(config, workdir, devices=None):
   skipped = set(meta.get("skipped_batches", []))
   train_seconds = float(meta.get("train_seconds", 0.0))
 
-  train_step = jax.jit(task.train_step, donate_argnums=0,
-                       in_shardings=(state_sharding, parallel.batch_sharding(mesh), repl),
+  k = config.train.steps_per_call
+  train_step = jax.jit(multi_step(task.train_step) if k > 1 else task.train_step, donate_argnums=0,
+                       in_shardings=(state_sharding, parallel.batch_sharding(mesh, stacked=k > 1),
+                                     repl),
                        out_shardings=(state_sharding, repl))
   writer = writers.Writer(workdir)
   total = config.train.steps
@@ -214,9 +223,9 @@ def run(config, workdir, devices=None):
   step = start_step
   with _SigtermFlag() as sigterm:
     while step < total:
-      step += 1
-      batch = parallel.to_global(next(batches), mesh)
-      state, metrics = train_step(state, batch, train_rng)
+      step += k
+      batch = next(batches) if k == 1 else stack([next(batches) for _ in range(k)])
+      state, metrics = train_step(state, parallel.to_global(batch, mesh, stacked=k > 1), train_rng)
       if step % config.train.log_every == 0 or step == total:
         if not healthy(step, "training"):
           step = start_step
@@ -269,6 +278,24 @@ def run(config, workdir, devices=None):
   logging.info("Results: %s", json.dumps(
       {k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float, np.number))}))
   return results
+
+
+def multi_step(train_step):
+  """k train steps in one compiled call: lax.scan of train_step over stacked batches [k, B, ...].
+
+  Same results as k separate calls (each step still folds state.step into the rng);
+  returns the last step's metrics. Saves k-1 dispatches and host round trips per call,
+  which matters when a step takes about as long as launching it (small models, CPUs).
+  """
+  def run(state, batches, rng):
+    state, metrics = jax.lax.scan(lambda s, b: train_step(s, b, rng), state, batches)
+    return state, jax.tree.map(lambda m: m[-1], metrics)
+  return run
+
+
+def stack(batches):
+  """A list of k host batches (dicts of arrays) -> one dict of [k, ...] arrays."""
+  return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
 
 def _log_eval(writer, step, metrics, grids):

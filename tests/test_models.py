@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from genimg_jax.models import vae as vae_models
@@ -11,7 +12,7 @@ from genimg_jax.models import vae as vae_models
     ("mlp_vae", (28, 28, 1), 1), ("mlp_vae", (32, 32, 3), 2),
     ("conv_vae", (28, 28, 1), 1), ("conv_vae", (32, 32, 3), 2)])
 def test_vae_shapes(name, shape, params):
-  mc = ml_collections.ConfigDict(dict(name=name, latent_dim=8, hidden=16, depth=2, activation="relu"))
+  mc = ml_collections.ConfigDict(dict(name=name, latent_dim=8, hidden=16, depth=2, activation="relu", dtype="float32"))
   model = vae_models.build_vae(mc, shape, params)
   x = jnp.zeros((3, *shape))
   z = jnp.zeros((3, 8))
@@ -22,7 +23,7 @@ def test_vae_shapes(name, shape, params):
 
 
 def test_unknown_model_is_rejected():
-  mc = ml_collections.ConfigDict(dict(name="mlp_vea", latent_dim=8, hidden=16, depth=2, activation="relu"))
+  mc = ml_collections.ConfigDict(dict(name="mlp_vea", latent_dim=8, hidden=16, depth=2, activation="relu", dtype="float32"))
   with pytest.raises(ValueError, match="Unknown model 'mlp_vea'.*mlp_vae"):
     vae_models.build_vae(mc, (28, 28, 1), 1)
 
@@ -39,3 +40,21 @@ def test_fast_transposed_conv_equals_flax_conv_transpose():
   got = ConvTranspose4x4s2(4).apply(params, x)
   assert got.shape == want.shape == (2, 14, 10, 4)
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mlp_vae", "conv_vae"])
+def test_bfloat16_compute_keeps_float32_params_and_outputs(name):
+  cfg = lambda dtype: ml_collections.ConfigDict(
+      dict(name=name, latent_dim=8, hidden=16, depth=2, activation="relu", dtype=dtype))
+  f32, bf16 = vae_models.build_vae(cfg("float32"), (28, 28, 1), 1), vae_models.build_vae(cfg("bfloat16"), (28, 28, 1), 1)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28, 1))
+  z = jax.random.normal(jax.random.PRNGKey(2), (3, 8))
+  params = f32.init(jax.random.PRNGKey(0), x, z)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(bf16.init(jax.random.PRNGKey(0), x, z)))
+  (m32, _), out32 = f32.apply(params, x, z)
+  (m16, _), out16 = bf16.apply(params, x, z)
+  assert m16.dtype == out16.dtype == jnp.float32
+  assert not np.array_equal(np.asarray(out16), np.asarray(out32))  # really computed in bf16
+  np.testing.assert_allclose(out16, out32, atol=0.05 * float(jnp.abs(out32).max()) + 1e-3)
+  with pytest.raises(ValueError, match="Unknown model.dtype 'fp16'"):
+    vae_models.build_vae(cfg("fp16"), (28, 28, 1), 1)

@@ -41,3 +41,22 @@ def test_bad_batch_size_rejected_before_compute(runlocal_config, tmp_path):
   c.train.batch_size = 98  # not divisible by 4 devices
   with pytest.raises(ValueError, match="train.batch_size=98 must be a positive multiple of the device count \\(4\\)"):
     train.run(c, str(tmp_path))
+
+
+def test_steps_per_call_scan_equals_single_steps(runlocal_config, tmp_path):
+  c = runlocal_config
+  c.train.steps = c.train.log_every = c.train.checkpoint_every = 6
+  r1 = train.run(c, str(tmp_path / "k1"))
+  c.train.steps_per_call = 3
+  r3 = train.run(c, str(tmp_path / "k3"))
+  assert r3["steps"] == 6
+  for k in ("loss", "rec", "kl", "grad_norm", "param_norm"):
+    np.testing.assert_allclose(r3["train_metrics"][k], r1["train_metrics"][k], rtol=1e-5)
+  np.testing.assert_allclose(r3["metrics"]["test/nll"], r1["metrics"]["test/nll"], rtol=1e-5)
+
+
+def test_steps_per_call_must_divide_the_intervals(runlocal_config, tmp_path):
+  c = runlocal_config
+  c.train.steps_per_call = 3  # runlocal logs every 5 steps
+  with pytest.raises(ValueError, match="train.steps=20 must be a multiple of train.steps_per_call=3"):
+    train.run(c, str(tmp_path))

@@ -1,4 +1,6 @@
 """Small building blocks shared by the models."""
+from typing import Any
+
 import flax.linen as nn
 
 ACTIVATIONS = {
@@ -30,6 +32,7 @@ class ConvTranspose4x4s2(nn.Module):
   """
   features: int
   use_bias: bool = True
+  dtype: Any = None  # compute dtype (None: that of the input)
 
   @nn.compact
   def __call__(self, x_BHWC):
@@ -46,11 +49,13 @@ class ConvTranspose4x4s2(nn.Module):
         for r, kr in taps[a]:
           for c, kc in taps[b]:
             k3 = k3.at[r, c, :, a, b, :].set(k[kr, kc])
+    if self.dtype is not None:
+      x_BHWC, k3 = x_BHWC.astype(self.dtype), k3.astype(self.dtype)
     y = jax.lax.conv_general_dilated(x_BHWC, k3.reshape(3, 3, cin, 4 * self.features), (1, 1),
                                      ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     B, H, W, _ = y.shape
     y = y.reshape(B, H, W, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(B, 2 * H, 2 * W, self.features)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
     return y

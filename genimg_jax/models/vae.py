@@ -5,8 +5,13 @@ q(z|x). The decoder maps z_BZ to `out_params` maps per pixel channel, which the
 likelihood (genimg_jax/objectives/vae.py) interprets: 1 (Bernoulli logits or a
 fixed-variance Gaussian mean) or 2 (mean and log-scale of a Gaussian or a
 discretized logistic). Decoder output: [B, H, W, C, out_params].
+
+model.dtype="bfloat16" computes every layer in bfloat16 (parameters, optimizer
+state, the loss and its reduction stay float32; encoder and decoder outputs are
+cast back to float32). What TPUs do natively; on CPUs it may be slower, see
+benchmarks/README.md.
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,20 +20,28 @@ import numpy as np
 from genimg_jax.models.layers import ConvTranspose4x4s2, get_activation
 
 
+def _heads(h, latent_dim, dtype):
+  """Dense heads for the posterior mean and log-variance, returned in float32."""
+  mean = nn.Dense(latent_dim, dtype=dtype, name="mean")(h)
+  logvar = nn.Dense(latent_dim, dtype=dtype, name="logvar")(h)
+  return mean.astype(jnp.float32), logvar.astype(jnp.float32)
+
+
 class MLPEncoder(nn.Module):
   """x_BHWC -> (mean_BZ, logvar_BZ) through `depth` dense layers of `hidden` units."""
   latent_dim: int
   hidden: int
   depth: int
   activation: str = "tanh"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BHWC):
     act = get_activation(self.activation)
     h = x_BHWC.reshape(x_BHWC.shape[0], -1)
     for _ in range(self.depth):
-      h = act(nn.Dense(self.hidden)(h))
-    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+      h = act(nn.Dense(self.hidden, dtype=self.dtype)(h))
+    return _heads(h, self.latent_dim, self.dtype)
 
 
 class MLPDecoder(nn.Module):
@@ -38,15 +51,16 @@ class MLPDecoder(nn.Module):
   hidden: int
   depth: int
   activation: str = "tanh"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BZ):
     act = get_activation(self.activation)
     h = z_BZ
     for _ in range(self.depth):
-      h = act(nn.Dense(self.hidden)(h))
-    out = nn.Dense(int(np.prod(self.image_shape)) * self.out_params)(h)
-    return out.reshape(z_BZ.shape[0], *self.image_shape, self.out_params)
+      h = act(nn.Dense(self.hidden, dtype=self.dtype)(h))
+    out = nn.Dense(int(np.prod(self.image_shape)) * self.out_params, dtype=self.dtype)(h)
+    return out.astype(jnp.float32).reshape(z_BZ.shape[0], *self.image_shape, self.out_params)
 
 
 class ConvEncoder(nn.Module):
@@ -55,16 +69,17 @@ class ConvEncoder(nn.Module):
   channels: int
   depth: int
   activation: str = "relu"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BHWC):
     act = get_activation(self.activation)
     h = x_BHWC
     for i in range(self.depth):
-      h = act(nn.Conv(self.channels * 2**i, (3, 3), strides=2, padding="SAME")(h))
-      h = act(nn.Conv(self.channels * 2**i, (3, 3), padding="SAME")(h))
+      h = act(nn.Conv(self.channels * 2**i, (3, 3), strides=2, padding="SAME", dtype=self.dtype)(h))
+      h = act(nn.Conv(self.channels * 2**i, (3, 3), padding="SAME", dtype=self.dtype)(h))
     h = h.reshape(h.shape[0], -1)
-    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+    return _heads(h, self.latent_dim, self.dtype)
 
 
 class ConvDecoder(nn.Module):
@@ -77,6 +92,7 @@ class ConvDecoder(nn.Module):
   channels: int
   depth: int
   activation: str = "relu"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BZ):
@@ -86,12 +102,12 @@ class ConvDecoder(nn.Module):
     if H % f or W % f:
       raise ValueError(f"ConvDecoder: image size {H}x{W} not divisible by 2**depth={f}.")
     top = self.channels * 2**(self.depth - 1)
-    h = act(nn.Dense(H // f * W // f * top)(z_BZ)).reshape(-1, H // f, W // f, top)
+    h = act(nn.Dense(H // f * W // f * top, dtype=self.dtype)(z_BZ)).reshape(-1, H // f, W // f, top)
     for i in reversed(range(self.depth)):
-      h = act(ConvTranspose4x4s2(self.channels * 2**i)(h))
-      h = act(nn.Conv(self.channels * 2**i, (3, 3), padding="SAME")(h))
-    out = nn.Conv(C * self.out_params, (3, 3), padding="SAME")(h)
-    return out.reshape(z_BZ.shape[0], H, W, C, self.out_params)
+      h = act(ConvTranspose4x4s2(self.channels * 2**i, dtype=self.dtype)(h))
+      h = act(nn.Conv(self.channels * 2**i, (3, 3), padding="SAME", dtype=self.dtype)(h))
+    out = nn.Conv(C * self.out_params, (3, 3), padding="SAME", dtype=self.dtype)(h)
+    return out.astype(jnp.float32).reshape(z_BZ.shape[0], H, W, C, self.out_params)
 
 
 class VAE(nn.Module):
@@ -110,17 +126,21 @@ class VAE(nn.Module):
 
 
 MODELS = ("mlp_vae", "conv_vae")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_vae(model_config, image_shape, out_params):
   """The VAE named by model_config.name for images of `image_shape`."""
   m = model_config
+  if m.dtype not in DTYPES:
+    raise ValueError(f"Unknown model.dtype {m.dtype!r}; allowed: {sorted(DTYPES)}")
+  dt = DTYPES[m.dtype]
   if m.name == "mlp_vae":
-    enc = MLPEncoder(m.latent_dim, m.hidden, m.depth, m.activation)
-    dec = MLPDecoder(tuple(image_shape), out_params, m.hidden, m.depth, m.activation)
+    enc = MLPEncoder(m.latent_dim, m.hidden, m.depth, m.activation, dt)
+    dec = MLPDecoder(tuple(image_shape), out_params, m.hidden, m.depth, m.activation, dt)
   elif m.name == "conv_vae":
-    enc = ConvEncoder(m.latent_dim, m.hidden, m.depth, m.activation)
-    dec = ConvDecoder(tuple(image_shape), out_params, m.hidden, m.depth, m.activation)
+    enc = ConvEncoder(m.latent_dim, m.hidden, m.depth, m.activation, dt)
+    dec = ConvDecoder(tuple(image_shape), out_params, m.hidden, m.depth, m.activation, dt)
   else:
     raise ValueError(f"Unknown model {m.name!r} for the vae task; allowed: {MODELS}")
   return VAE(enc, dec)

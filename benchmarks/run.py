@@ -1,0 +1,383 @@
+"""Train-step throughput of genimg_jax against PyTorch and against the machine's peak.
+
+  pip install -r requirements-bench.txt          # torch (CPU build)
+  python -m benchmarks.run                       # everything; writes benchmarks/results.json
+  python -m benchmarks.run --networks=vae_mnist --batches=64 --repeats=3 --no-torch_compile
+
+What one run measures (each row in its own subprocess, so that peak memory and
+compilation are per row):
+  * jax rows: images/second of the compiled train step that launch.py runs (the
+    task's train_step, jitted on a mesh of all local devices, state donated), after
+    warm-up, median and [min, max] over --repeats timed repeats; compilation
+    time (lower + compile); peak host RSS; FLOPs per step from XLA's cost analysis;
+    achieved FLOP/s as a fraction of the matmul peak measured in the same run.
+  * variants of the jax step, to show what each choice buys: train.steps_per_call
+    (lax.scan over stacked batches), no buffer donation, a host sync every step
+    (fetching the metrics, which the loop does only every log_every steps), and
+    model.dtype=bfloat16 (VAE networks).
+  * torch rows: the same networks, optimizer and batches in PyTorch
+    (benchmarks/torch_nets.py), eager and torch.compile.
+  * matmul: float32 and bfloat16 GEMM peak of jax and torch on this machine.
+  * pipeline: images/second delivered by data.train_batches (the tf.data input
+    pipeline) alone, per network's preprocessing.
+  * launch: `python launch.py --experiment=vae_mnist` shortened to --launch_steps, its
+    wall time against steps x the measured step time (the hidden overhead).
+Every input is real MNIST from the tfds pipeline (TFDS_DATA_DIR), never random arrays.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NETWORKS = ("vae_mnist", "vae_mnist_conv", "gan_mnist")
+
+
+def peak_rss_mib():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed_repeats(call, sync, images_per_call, repeats, min_seconds):
+  """Warm-up, then `repeats` timings of enough calls to last >= min_seconds each."""
+  for _ in range(2):
+    out = call()
+  sync(out)
+  t = time.perf_counter()
+  out = call()
+  sync(out)
+  one = max(time.perf_counter() - t, 1e-6)
+  n = max(1, int(min_seconds / one))
+  rates = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    for _ in range(n):
+      out = call()
+    sync(out)
+    rates.append(n * images_per_call / (time.perf_counter() - t))
+  return {"images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+          "calls_per_repeat": n, "repeats": repeats}
+
+
+# --- real batches, written once by the parent for every worker --------------------------
+def config_for(network, batch):
+  sys.path.insert(0, ROOT)
+  import importlib
+  c = importlib.import_module(f"experiments.{network}").get_config()
+  c.experiment = network
+  c.train.batch_size = batch
+  return c
+
+
+def write_batches(network, batch, count, path):
+  """`count` real preprocessed training batches of `network`'s pipeline -> npz."""
+  from genimg_jax import data
+  it = data.train_batches(config_for(network, batch), 0, batch)
+  batches = [next(it) for _ in range(count)]
+  np.savez(path, image=np.stack([b["image"] for b in batches]),
+           label=np.stack([b["label"] for b in batches]))
+
+
+# --- workers ----------------------------------------------------------------------------
+def jax_worker(a):
+  import jax
+  from genimg_jax import parallel, tasks, train
+  base_rss = peak_rss_mib()
+  c = config_for(a.network, a.batch)
+  c.train.steps_per_call = a.steps_per_call
+  if a.dtype != "float32":
+    c.model.dtype = a.dtype
+  task = tasks.build_task(c)
+  mesh = parallel.make_mesh()
+  repl = parallel.replicated(mesh)
+  rng = jax.random.PRNGKey(0)
+  abstract = jax.eval_shape(task.init_state, rng)
+  state_sharding = jax.tree.map(lambda _: repl, abstract)
+  state = jax.jit(task.init_state, out_shardings=state_sharding)(rng)
+  k = a.steps_per_call
+  fn = train.multi_step(task.train_step) if k > 1 else task.train_step
+  step = jax.jit(fn, donate_argnums=0 if a.donate else (),
+                 in_shardings=(state_sharding, parallel.batch_sharding(mesh, k > 1), repl),
+                 out_shardings=(state_sharding, repl))
+  stored = np.load(a.batches_file)
+  host = [{"image": stored["image"][i], "label": stored["label"][i]}
+          for i in range(len(stored["image"]))]
+  groups = [host[i:i + k] for i in range(0, len(host) - k + 1, k)]
+  batches = [parallel.to_global(g[0] if k == 1 else train.stack(g), mesh, k > 1) for g in groups]
+  t = time.perf_counter()
+  compiled = step.lower(state, batches[0], rng).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops_per_step = float(cost.get("flops", float("nan"))) / k
+  holder = {"state": state, "i": 0}
+
+  def call():
+    b = batches[holder["i"] % len(batches)]
+    holder["i"] += 1
+    holder["state"], metrics = compiled(holder["state"], b, rng)
+    if a.sync_every_call:
+      jax.device_get(metrics)
+    return holder["state"]
+
+  r = timed_repeats(call, jax.block_until_ready, k * a.batch, a.repeats, a.min_seconds)
+  r.update(compile_s=compile_s, flops_per_step=flops_per_step, peak_rss_mib=peak_rss_mib(),
+           rss_after_import_mib=base_rss, devices=len(mesh.devices.flat))
+  return r
+
+
+def torch_worker(a):
+  import torch
+  from benchmarks import torch_nets
+  torch.manual_seed(0)
+  base_rss = peak_rss_mib()
+  step, _ = torch_nets.build(a.network)
+  stored = np.load(a.batches_file)
+  # NHWC -> NCHW, as PyTorch convolutions expect
+  batches = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))) for x in stored["image"]]
+  if a.mode == "compile":
+    step = torch.compile(step)
+  holder = {"i": 0}
+
+  def call():
+    b = batches[holder["i"] % len(batches)]
+    holder["i"] += 1
+    return step(b)
+
+  t = time.perf_counter()
+  call()  # eager: first-call overhead; compile: tracing and code generation
+  first_call_s = time.perf_counter() - t
+  r = timed_repeats(call, lambda out: float(out), a.batch, a.repeats, a.min_seconds)
+  r.update(first_call_s=first_call_s, peak_rss_mib=peak_rss_mib(), rss_after_import_mib=base_rss,
+           threads=torch.get_num_threads())
+  return r
+
+
+def matmul_worker(a):
+  """float32 / bfloat16 GEMM throughput of jax and torch: the machine's matmul peak."""
+  n, out = a.matmul_size, {}
+  import jax
+  import jax.numpy as jnp
+  for dtype in ("float32", "bfloat16"):
+    x = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    r = timed_repeats(lambda: f(x), jax.block_until_ready, 1, a.repeats, a.min_seconds)
+    out[f"jax_{dtype}_flop_per_s"] = r["images_per_s"] * 2 * n**3
+  try:
+    import torch
+  except ImportError:
+    return out
+  for dtype in ("float32", "bfloat16"):
+    x = torch.ones((n, n), dtype=getattr(torch, dtype))
+    r = timed_repeats(lambda: x @ x, lambda y: float(y[0, 0]), 1, a.repeats, a.min_seconds)
+    out[f"torch_{dtype}_flop_per_s"] = r["images_per_s"] * 2 * n**3
+  return out
+
+
+def pipeline_worker(a):
+  """Images/second the tf.data pipeline delivers for the network's preprocessing."""
+  from genimg_jax import data
+  c = config_for(a.network, a.batch)
+  it = data.train_batches(c, 0, a.batch)
+  for _ in range(20):
+    next(it)
+  r = timed_repeats(lambda: next(it), lambda b: None, a.batch, a.repeats, a.min_seconds)
+  return r
+
+
+WORKERS = {"jax": jax_worker, "torch": torch_worker, "matmul": matmul_worker,
+           "pipeline": pipeline_worker}
+
+
+# --- the parent: runs every row in a subprocess, writes results.json ----------------------
+def run_worker(kind, args, **kw):
+  cmd = [sys.executable, "-m", "benchmarks.run", f"--worker={kind}",
+         f"--repeats={args.repeats}", f"--min_seconds={args.min_seconds}"]
+  cmd += [f"--{k}={v}" for k, v in kw.items()]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are measured cold
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  if proc.returncode:
+    print(f"  FAILED {kind} {kw}: {proc.stderr[-1500:]}", flush=True)
+    return {"error": proc.stderr[-1500:]}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def launch_row(args, step_time_s):
+  """launch.py end to end vs steps x step time (vae_mnist, batch 100)."""
+  workdir = tempfile.mkdtemp(prefix="bench_launch_")
+  cmd = [sys.executable, "launch.py", "--experiment=vae_mnist", f"--workdir={workdir}",
+         f"--experiment.train.steps={args.launch_steps}", "--experiment.train.eval_every=0",
+         f"--experiment.train.checkpoint_every={args.launch_steps}",
+         f"--experiment.train.log_every={args.launch_steps // 10}", "--experiment.eval.iwae_k=1",
+         "--experiment.eval.iwae_chunk=1"]
+  t = time.perf_counter()
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  wall = time.perf_counter() - t
+  if proc.returncode:
+    return {"error": proc.stderr[-1500:]}
+  with open(os.path.join(workdir, "results.json")) as f:
+    res = json.load(f)
+  ideal = args.launch_steps * step_time_s
+  return {"steps": args.launch_steps, "wall_s": wall, "train_seconds": res["train_seconds"],
+          "eval_seconds": res["eval_seconds"], "steps_x_step_time_s": ideal,
+          "train_loop_overhead": res["train_seconds"] / ideal - 1.0,
+          "wall_overhead": wall / ideal - 1.0}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--networks", default=",".join(NETWORKS))
+  p.add_argument("--batches", default="64,256,1024")
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--min_seconds", type=float, default=1.0, help="per timed repeat")
+  p.add_argument("--torch_eager", action=argparse.BooleanOptionalAction, default=True)
+  p.add_argument("--torch_compile", action=argparse.BooleanOptionalAction, default=True)
+  p.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True)
+  p.add_argument("--variant_batches", default="64,256")
+  p.add_argument("--steps_per_call_variant", type=int, default=10)
+  p.add_argument("--launch_steps", type=int, default=20_000, help="0 = skip the launch row")
+  p.add_argument("--matmul_size", type=int, default=2048)
+  p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
+  # worker-only flags
+  p.add_argument("--worker", default="")
+  p.add_argument("--network", default="")
+  p.add_argument("--batch", type=int, default=0)
+  p.add_argument("--batches_file", default="")
+  p.add_argument("--mode", default="eager")
+  p.add_argument("--steps_per_call", type=int, default=1)
+  p.add_argument("--donate", type=int, default=1)
+  p.add_argument("--sync_every_call", type=int, default=0)
+  p.add_argument("--dtype", default="float32")
+  a = p.parse_args(argv)
+  if a.worker:
+    print(json.dumps(WORKERS[a.worker](a)))
+    return
+
+  import jax
+  try:
+    import torch
+    torch_version = torch.__version__
+  except ImportError:
+    torch_version = None
+  have_torch = torch_version is not None
+  networks, batches = a.networks.split(","), [int(b) for b in a.batches.split(",")]
+  results = {"date": time.strftime("%Y-%m-%d"), "machine": {
+      "platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+      "jax_devices": [str(d) for d in jax.devices()]},
+      "versions": {"jax": jax.__version__, "torch": torch_version, "python": platform.python_version()},
+      "settings": {k: getattr(a, k) for k in ("repeats", "min_seconds", "steps_per_call_variant",
+                                              "launch_steps", "matmul_size")},
+      "rows": [], "variants": [], "pipeline": [], "launch": None}
+  print("matmul peak...", flush=True)
+  results["matmul"] = run_worker("matmul", a, matmul_size=a.matmul_size)
+  peak = max(v for k, v in results["matmul"].items() if "float32" in k)
+  results["matmul"]["float32_peak_flop_per_s"] = peak
+  tmp = tempfile.mkdtemp(prefix="bench_batches_")
+  k = a.steps_per_call_variant
+  for net in networks:
+    for b in sorted(set(batches) | ({int(v) for v in a.variant_batches.split(",")} if a.variants else set())):
+      path = os.path.join(tmp, f"{net}_{b}.npz")
+      write_batches(net, b, max(4, 2 * k), path)
+      common = dict(network=net, batch=b, batches_file=path)
+      if b in batches:
+        row = {"network": net, "batch": b}
+        print(f"{net} batch {b}: jax", flush=True)
+        row["jax"] = run_worker("jax", a, **common)
+        if "flops_per_step" in row["jax"]:
+          row["jax"]["flop_per_s"] = row["jax"]["flops_per_step"] * row["jax"]["images_per_s"] / b
+          row["jax"]["fraction_of_peak"] = row["jax"]["flop_per_s"] / peak
+        for mode, on in (("eager", a.torch_eager), ("compile", a.torch_compile)):
+          if on and have_torch:
+            print(f"{net} batch {b}: torch {mode}", flush=True)
+            r = run_worker("torch", a, mode=mode, **common)
+            row[f"torch_{mode}"] = r
+            if "images_per_s" in r and "images_per_s" in row["jax"]:
+              row[f"ratio_vs_torch_{mode}"] = row["jax"]["images_per_s"] / r["images_per_s"]
+        results["rows"].append(row)
+        print("  " + json.dumps({key: (v.get("images_per_s") if isinstance(v, dict) else v)
+                                 for key, v in row.items()}), flush=True)
+      if a.variants and str(b) in a.variant_batches.split(","):
+        var = {"network": net, "batch": b}
+        specs = {"default": {}, f"steps_per_call={k}": {"steps_per_call": k},
+                 "no_donation": {"donate": 0}, "sync_every_step": {"sync_every_call": 1}}
+        if net.startswith("vae"):
+          specs["bfloat16"] = {"dtype": "bfloat16"}
+        for name, kw in specs.items():
+          print(f"{net} batch {b}: variant {name}", flush=True)
+          r = run_worker("jax", a, **common, **kw)
+          var[name] = r.get("images_per_s", r.get("error"))
+        results["variants"].append(var)
+        print("  " + json.dumps(var), flush=True)
+    for b in batches:
+      print(f"{net} batch {b}: input pipeline", flush=True)
+      r = run_worker("pipeline", a, network=net, batch=b)
+      results["pipeline"].append({"network": net, "batch": b, **r})
+  if a.launch_steps:
+    print("launch.py vae_mnist end to end...", flush=True)
+    path = os.path.join(tmp, "vae_mnist_100.npz")
+    write_batches("vae_mnist", 100, 4, path)
+    step = run_worker("jax", a, network="vae_mnist", batch=100, batches_file=path)
+    results["launch"] = launch_row(a, 100 / step["images_per_s"])
+    results["launch"]["step_images_per_s"] = step["images_per_s"]
+  os.makedirs(os.path.dirname(a.out), exist_ok=True)
+  with open(a.out, "w") as f:
+    json.dump(results, f, indent=1)
+  print(table(results))
+  print(f"wrote {a.out}")
+
+
+def table(results):
+  """The README's markdown table from a results dict."""
+  peak = results["matmul"]["float32_peak_flop_per_s"]
+  lines = [f"float32 matmul peak (max of jax and torch, {results['settings']['matmul_size']}^2): "
+           f"{peak / 1e9:.0f} GFLOP/s; " + ", ".join(
+               f"{k.replace('_flop_per_s', '')} {v / 1e9:.0f}" for k, v in results["matmul"].items()
+               if k.endswith("_flop_per_s") and k != "float32_peak_flop_per_s") + " GFLOP/s", "",
+           "| network | batch | genimg_jax img/s (median [min, max]) | compile s | peak RSS MiB "
+           "| MFLOP/step | % of peak | torch eager img/s | torch.compile img/s | jax/eager | jax/compile |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in results["rows"]:
+    j = r["jax"]
+    if "images_per_s" not in j:
+      lines.append(f"| {r['network']} | {r['batch']} | failed | | | | | | | | |")
+      continue
+    te, tc = r.get("torch_eager", {}), r.get("torch_compile", {})
+    f = lambda d: f"{d['images_per_s']:,.0f}" if "images_per_s" in d else "-"
+    g = lambda key: f"{r[key]:.2f}" if key in r else "-"
+    lines.append(
+        f"| {r['network']} | {r['batch']} | {j['images_per_s']:,.0f} [{j['min']:,.0f}, {j['max']:,.0f}] "
+        f"| {j['compile_s']:.2f} | {j['peak_rss_mib']:.0f} | {j['flops_per_step'] / 1e6:,.1f} "
+        f"| {100 * j['fraction_of_peak']:.1f} | {f(te)} | {f(tc)} | {g('ratio_vs_torch_eager')} "
+        f"| {g('ratio_vs_torch_compile')} |")
+  if results["variants"]:
+    names = []
+    for v in results["variants"]:
+      names += [k for k in v if k not in ("network", "batch") and k not in names]
+    lines += ["", "| network | batch | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for v in results["variants"]:
+      cell = lambda x: f"{x:,.0f}" if isinstance(x, (int, float)) else ("-" if x is None else "failed")
+      lines.append(f"| {v['network']} | {v['batch']} | " + " | ".join(cell(v.get(n)) for n in names) + " |")
+  if results["pipeline"]:
+    lines += ["", "| input pipeline | batch | img/s delivered |", "|---|---|---|"]
+    lines += [f"| {p['network']} | {p['batch']} | {p['images_per_s']:,.0f} |"
+              for p in results["pipeline"] if "images_per_s" in p]
+  if results.get("launch") and "wall_s" in results["launch"]:
+    l = results["launch"]
+    lines += ["", f"launch.py vae_mnist, {l['steps']} steps: wall {l['wall_s']:.1f} s, train loop "
+              f"{l['train_seconds']:.1f} s, final eval {l['eval_seconds']:.1f} s, steps x step time "
+              f"{l['steps_x_step_time_s']:.1f} s: loop overhead {100 * l['train_loop_overhead']:+.0f}%, "
+              f"wall overhead {100 * l['wall_overhead']:+.0f}%"]
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  main()
