@@ -96,16 +96,10 @@ def jax_worker(a):
     c.model.dtype = a.dtype
   task = tasks.build_task(c)
   mesh = parallel.make_mesh()
-  repl = parallel.replicated(mesh)
   rng = jax.random.PRNGKey(0)
-  abstract = jax.eval_shape(task.init_state, rng)
-  state_sharding = jax.tree.map(lambda _: repl, abstract)
-  state = jax.jit(task.init_state, out_shardings=state_sharding)(rng)
   k = a.steps_per_call
-  fn = train.multi_step(task.train_step) if k > 1 else task.train_step
-  step = jax.jit(fn, donate_argnums=0 if a.donate else (),
-                 in_shardings=(state_sharding, parallel.batch_sharding(mesh, k > 1), repl),
-                 out_shardings=(state_sharding, repl))
+  _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate))  # as launch.py runs it
+  state = init(rng)
   stored = np.load(a.batches_file)
   host = [{"image": stored["image"][i], "label": stored["label"][i]}
           for i in range(len(stored["image"]))]
@@ -116,7 +110,8 @@ def jax_worker(a):
   compile_s = time.perf_counter() - t
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops_per_step = float(cost.get("flops", float("nan"))) / k
+  # XLA's cost analysis is of the per-device (SPMD-partitioned) program
+  flops_per_step = float(cost.get("flops", float("nan"))) * mesh.size / k
   holder = {"state": state, "i": 0}
 
   def call():

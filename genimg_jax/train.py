@@ -155,12 +155,7 @@ def run(config, workdir, devices=None):
                jax.process_count(), workdir)
 
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-  repl = parallel.replicated(mesh)
-  abstract = jax.eval_shape(task.init_state, init_rng)
-  state_sharding = jax.tree.map(lambda _: repl, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, state_sharding)
-  init = jax.jit(task.init_state, out_shardings=state_sharding)
+  abstract, init, train_step = compile_fns(task, mesh, config.train.steps_per_call)
 
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
   restored = ckpt.restore_latest(abstract)
@@ -177,10 +172,6 @@ def run(config, workdir, devices=None):
   train_seconds = float(meta.get("train_seconds", 0.0))
 
   k = config.train.steps_per_call
-  train_step = jax.jit(multi_step(task.train_step) if k > 1 else task.train_step, donate_argnums=0,
-                       in_shardings=(state_sharding, parallel.batch_sharding(mesh, stacked=k > 1),
-                                     repl),
-                       out_shardings=(state_sharding, repl))
   writer = writers.Writer(workdir)
   total = config.train.steps
   progress = writers.Progress(total, start_step)
@@ -278,6 +269,28 @@ def run(config, workdir, devices=None):
   logging.info("Results: %s", json.dumps(
       {k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float, np.number))}))
   return results
+
+
+def compile_fns(task, mesh, steps_per_call=1, donate=True):
+  """The jitted functions of a run on `mesh`: (abstract state, init, train_step).
+
+  State replicated, batch sharded over the data axis; train_step runs
+  `steps_per_call` steps per call (multi_step) and donates the state's buffers.
+  abstract: the state's shapes, dtypes and shardings (what checkpoints restore into).
+  """
+  repl = parallel.replicated(mesh)
+  abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(0))
+  state_sharding = jax.tree.map(lambda _: repl, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_sharding)
+  init = jax.jit(task.init_state, out_shardings=state_sharding)
+  k = steps_per_call
+  train_step = jax.jit(multi_step(task.train_step) if k > 1 else task.train_step,
+                       donate_argnums=0 if donate else (),
+                       in_shardings=(state_sharding, parallel.batch_sharding(mesh, stacked=k > 1),
+                                     repl),
+                       out_shardings=(state_sharding, repl))
+  return abstract, init, train_step
 
 
 def multi_step(train_step):
