@@ -6,7 +6,8 @@ Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 * MLP: the original GAN paper's fully connected networks.
 * DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions (computed as
   an equivalent 3x3 convolution, see layers.ConvTranspose4x4s2), BatchNorm and ReLU in G,
-  tanh output; strided convolutions and LeakyReLU in D. Sized for 28x28 (7x7 seed)
+  tanh output; 4x4 stride-2 convolutions (layers.StridedConv, an equivalent that
+  XLA:CPU differentiates ~30x faster) and LeakyReLU in D. Sized for 28x28 (7x7 seed)
   and 32x32 (4x4 seed).
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
 
@@ -27,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from genimg_jax.models.layers import ConvTranspose4x4s2
+from genimg_jax.models.layers import ConvTranspose4x4s2, StridedConv
 
 D_NORMS = ("none", "spectral", "layer", "batch")
 
@@ -136,7 +137,7 @@ class DCGANDiscriminator(nn.Module):
     h = x_BHWC
     n_down = 2 if x_BHWC.shape[1] <= 28 else 3
     for i in range(n_down):
-      h = _DLayer(nn.Conv(self.channels * 2**i, (4, 4), strides=(2, 2), padding="SAME"), sn)(h, train)
+      h = _DLayer(StridedConv(self.channels * 2**i, 4), sn)(h, train)
       h = nn.leaky_relu(h if i == 0 else _d_norm(self.norm, h, train), 0.2)
     h = h.reshape(h.shape[0], -1)
     return _Projection(self.num_classes, sn)(h, y_B, train)
