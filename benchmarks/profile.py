@@ -24,7 +24,7 @@ from benchmarks import run as bench
 def op_kind(name):
   """An HLO op name ("convolution.12", "loop_multiply_fusion.3", "dot.1") -> its kind."""
   base = re.sub(r"[._]\d+$", "", name).lower()
-  for kind, keys in (("convolution", ("conv",)), ("matmul", ("dot", "gemm", "matmul")),
+  for kind, keys in (("YNNPACK conv/matmul fusion", ("ynn",)), ("convolution", ("conv",)), ("matmul", ("dot", "gemm", "matmul")),
                      ("reduction", ("reduce",)), ("copy/transpose", ("copy", "transpose")),
                      ("fusion (element-wise)", ("fusion",))):
     if any(k in base for k in keys):
