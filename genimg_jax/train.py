@@ -172,6 +172,9 @@ def run(config, workdir, devices=None):
   train_seconds = float(meta.get("train_seconds", 0.0))
 
   k = config.train.steps_per_call
+  if start_step % k:  # only when resuming a run saved with another steps_per_call
+    raise ValueError(f"The checkpoint at step {start_step} is not a multiple of "
+                     f"train.steps_per_call={k}; resume with train.steps_per_call=1 (or a divisor).")
   writer = writers.Writer(workdir)
   total = config.train.steps
   progress = writers.Progress(total, start_step)

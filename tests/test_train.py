@@ -60,3 +60,12 @@ def test_steps_per_call_must_divide_the_intervals(runlocal_config, tmp_path):
   c.train.steps_per_call = 3  # runlocal logs every 5 steps
   with pytest.raises(ValueError, match="train.steps=20 must be a multiple of train.steps_per_call=3"):
     train.run(c, str(tmp_path))
+
+
+def test_resume_with_a_steps_per_call_that_does_not_divide_the_step_is_refused(runlocal_config, tmp_path):
+  c = runlocal_config
+  c.train.steps, c.train.log_every, c.train.checkpoint_every = 5, 5, 5
+  train.run(c, str(tmp_path))  # final checkpoint at step 5
+  c.train.steps, c.train.log_every, c.train.checkpoint_every, c.train.steps_per_call = 10, 10, 10, 2
+  with pytest.raises(ValueError, match="checkpoint at step 5 is not a multiple of train.steps_per_call=2"):
+    train.run(c, str(tmp_path))
