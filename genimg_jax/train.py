@@ -51,7 +51,8 @@ class Preempted(Exception):
 def validate_config(config, num_devices):
   """Rejects bad sizes and rates before any compute, saying what is allowed."""
   t = config.train
-  for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+  for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
+               "steps_per_call"):
     if t[name] <= 0:
       raise ValueError(f"train.{name} must be positive, got {t[name]}.")
   if t.eval_every < 0:
@@ -62,8 +63,6 @@ def validate_config(config, num_devices):
     raise ValueError(f"optim.lr must be positive, got {config.optim.lr}.")
   if config.eval.batch_size <= 0:
     raise ValueError(f"eval.batch_size must be positive, got {config.eval.batch_size}.")
-  if t.steps_per_call <= 0:
-    raise ValueError(f"train.steps_per_call must be positive, got {t.steps_per_call}.")
   k = t.steps_per_call
   for name in ("steps", "log_every", "checkpoint_every", "eval_every"):
     if t[name] % k:

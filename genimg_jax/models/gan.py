@@ -6,8 +6,9 @@ Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 * MLP: the original GAN paper's fully connected networks.
 * DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions (computed as
   an equivalent 3x3 convolution, see layers.ConvTranspose4x4s2), BatchNorm and ReLU in G,
-  tanh output; 4x4 stride-2 convolutions (layers.StridedConv, an equivalent that
-  XLA:CPU differentiates ~30x faster) and LeakyReLU in D. Sized for 28x28 (7x7 seed)
+  tanh output; 4x4 stride-2 convolutions (layers.StridedConv, an equivalent whose
+  gradients XLA:CPU computes much faster: gan_mnist step at batch 256 measured 4.2 s
+  before, 1.28 s after) and LeakyReLU in D. Sized for 28x28 (7x7 seed)
   and 32x32 (4x4 seed).
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
 
