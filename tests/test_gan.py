@@ -162,6 +162,16 @@ def test_missing_feature_networks_are_reported_not_fatal(tmp_path):
   assert "Inception-v3 weights not found" in r["metrics"]["test/inception/skipped"]
 
 
+def test_feature_network_with_zero_samples_is_left_out(tmp_path):
+  from genimg_jax import metrics
+  c = gan_config()
+  c.metrics.classifier_workdir = str(tmp_path / "nothing_here")
+  c.metrics.inception_weights = str(tmp_path / "no_weights.npz")  # set, but N = 0
+  c.metrics.inception_num_samples = 0
+  names = [name for name, *_ in metrics.feature_networks(c)]
+  assert names == ["classifier"]
+
+
 def test_sngan_cifar10_runlocal_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
   c = gan_config("sngan_cifar10")

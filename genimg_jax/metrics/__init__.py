@@ -21,13 +21,16 @@ from genimg_jax.metrics.features import (ClassifierFeatures, FeatureNetworkUnava
 
 
 def feature_networks(config):
-  """[(name, network or None, reason if unavailable, num_samples)] from config.metrics."""
+  """[(name, network or None, reason if unavailable, num_samples)] from config.metrics.
+
+  A network whose path is "" or whose sample count is 0 is left out (not computed).
+  """
   m = config.metrics
   out = []
   for name, make, path, n in (
       ("classifier", ClassifierFeatures, m.classifier_workdir, m.num_samples),
       ("inception", InceptionFeatures, m.inception_weights, m.inception_num_samples)):
-    if not path:
+    if not path or n <= 0:
       continue
     try:
       out.append((name, make(path), None, n))
