@@ -67,10 +67,15 @@ def timed_repeats(call, sync, images_per_call, repeats, min_seconds):
 
 
 # --- real batches, written once by the parent for every worker --------------------------
+# The experiment variant each network is timed in: the PyTorch mirror of the DCGAN has no
+# labels, so gan_mnist (class-conditional by default) is timed as gan_mnist:unconditional.
+VARIANT = {"gan_mnist": "unconditional"}
+
+
 def config_for(network, batch):
   sys.path.insert(0, ROOT)
   import importlib
-  c = importlib.import_module(f"experiments.{network}").get_config()
+  c = importlib.import_module(f"experiments.{network}").get_config(VARIANT.get(network))
   c.experiment = network
   c.train.batch_size = batch
   return c

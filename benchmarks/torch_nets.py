@@ -5,7 +5,8 @@ strides, activations, losses and optimizer) so that images/second compare the
 frameworks, not the models:
   vae_mnist       experiments/vae_mnist.py       MLP 784-256-256-(2x50), tanh, Bernoulli ELBO, Adam
   vae_mnist_conv  experiments/vae_mnist_conv.py  conv encoder/decoder (16, 32 channels), Bernoulli ELBO, Adam
-  gan_mnist       experiments/gan_mnist.py       DCGAN G (BatchNorm) and D, non-saturating loss,
+  gan_mnist       experiments/gan_mnist.py       DCGAN G (BatchNorm) and D without labels (the
+                  (:unconditional variant)       :unconditional variant), non-saturating loss,
                                                  Adam(2e-4, b1=0.5) for each, EMA of G
 Layouts follow PyTorch (NCHW); inputs are the same real MNIST batches.
 """

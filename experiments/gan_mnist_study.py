@@ -29,8 +29,10 @@ REGULARIZERS = [  # every setting names the same fields, so the table has one co
 
 
 def get_config(arg=None):
-  c = gan_mnist.get_config(arg)  # rejects unknown variants
-  if arg != "runlocal":
+  c = gan_mnist._check(arg, gan_mnist.unconditional(), ("runlocal",))
+  if arg == "runlocal":
+    c = gan_mnist.runlocal(c)
+  else:
     c.train.steps = 400
     c.train.eval_every = 0
     c.train.checkpoint_every = 200

@@ -6,10 +6,10 @@ from experiments import gan_mnist
 
 
 def get_config(arg=None):
-  c = gan_mnist.get_config()
+  c = gan_mnist.unconditional()
   c.gan.loss = "hinge"
   c.model.d_norm = "spectral"
   c.optim.b1 = c.d_optim.b1 = 0.0
   c.optim.b2 = c.d_optim.b2 = 0.9
   c.d_optim.lr = 4e-4                # TTUR-style faster D
-  return gan_mnist.runlocal(c) if arg == "runlocal" else gan_mnist._check(arg, c)
+  return gan_mnist.runlocal(c) if arg == "runlocal" else gan_mnist._check(arg, c, ("runlocal",))

@@ -6,7 +6,7 @@ from experiments import gan_mnist
 
 
 def get_config(arg=None):
-  c = gan_mnist.get_config()
+  c = gan_mnist.unconditional()
   c.gan.loss = "wasserstein"
   c.gan.penalty = "wgan_gp"
   c.gan.penalty_weight = 10.0
@@ -15,4 +15,4 @@ def get_config(arg=None):
   c.optim.lr = c.d_optim.lr = 1e-4
   c.optim.b1 = c.d_optim.b1 = 0.0
   c.optim.b2 = c.d_optim.b2 = 0.9
-  return gan_mnist.runlocal(c) if arg == "runlocal" else gan_mnist._check(arg, c)
+  return gan_mnist.runlocal(c) if arg == "runlocal" else gan_mnist._check(arg, c, ("runlocal",))

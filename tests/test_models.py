@@ -28,18 +28,24 @@ def test_unknown_model_is_rejected():
     vae_models.build_vae(mc, (28, 28, 1), 1)
 
 
-def test_fast_transposed_conv_equals_flax_conv_transpose():
+@pytest.mark.parametrize("method,features", [("conv", 4), ("matmul", 4), ("auto", 16)])
+def test_fast_transposed_conv_equals_flax_conv_transpose(method, features):
   import flax.linen as nn
   import numpy as np
   from genimg_jax.models.layers import ConvTranspose4x4s2
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5, 3))
-  ref = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding="SAME")
+  ref = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")
   params = ref.init(jax.random.PRNGKey(1), x)
   params = jax.tree.map(lambda v: jax.random.normal(jax.random.PRNGKey(2), v.shape), params)
   want = ref.apply(params, x)
-  got = ConvTranspose4x4s2(4).apply(params, x)
-  assert got.shape == want.shape == (2, 14, 10, 4)
+  fast = ConvTranspose4x4s2(features, method=method)
+  got = fast.apply(params, x)
+  assert got.shape == want.shape == (2, 14, 10, features)
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+  loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+  g_want = jax.grad(loss(ref.apply), argnums=(0, 1))(params, x)
+  g_got = jax.grad(loss(fast.apply), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4), g_got, g_want)
 
 
 @pytest.mark.parametrize("name", ["mlp_vae", "conv_vae"])

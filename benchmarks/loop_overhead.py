@@ -1,0 +1,68 @@
+"""Where launch.py's loop spends time beyond the compiled step, in one process.
+
+  TFDS_DATA_DIR=... python -m benchmarks.loop_overhead [--experiment=vae_mnist] [--steps=2000]
+
+Times the experiment's compiled train step (train.compile_fns, as launch.py runs it)
+fed three ways, alternating so that all three see the same machine state:
+  device:   batches already on the device (the step alone),
+  host:     numpy batches put on the mesh each step (parallel.to_global),
+  pipeline: the tf.data input pipeline (data.train_batches) then to_global, as the loop.
+Then the input pipeline alone: wall and CPU seconds (all threads) per batch.
+"""
+import argparse
+import importlib
+import os
+import resource
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--experiment", default="vae_mnist")
+  p.add_argument("--steps", type=int, default=2000)
+  p.add_argument("--rounds", type=int, default=2)
+  a = p.parse_args(argv)
+  sys.path.insert(0, ROOT)
+  import jax
+  from genimg_jax import data, parallel, tasks, train
+  c = importlib.import_module(f"experiments.{a.experiment}").get_config()
+  c.experiment = a.experiment
+  mesh = parallel.make_mesh()
+  task = tasks.build_task(c)
+  _, init, step = train.compile_fns(task, mesh, 1, donate=True)
+  state = init(jax.random.PRNGKey(0))
+  rng = jax.random.PRNGKey(1)
+  it = data.train_batches(c, 0)
+  for _ in range(-(-data.num_examples(c, c.data.train_split) // c.train.batch_size)):
+    next(it)  # one epoch, so that the dataset cache is filled, as in a long run
+  host = [next(it) for _ in range(50)]
+  dev = [parallel.to_global(b, mesh) for b in host]
+  feeds = {"device": lambda i: dev[i % 50],
+           "host": lambda i: parallel.to_global(host[i % 50], mesh),
+           "pipeline": lambda i: parallel.to_global(next(it), mesh)}
+  print(f"{a.experiment}, batch {c.train.batch_size}, {jax.devices()[0].platform}:")
+  for r in range(a.rounds):
+    for name, feed in feeds.items():
+      for i in range(20):
+        state, _ = step(state, feed(i), rng)
+      jax.block_until_ready(state)
+      t = time.perf_counter()
+      for i in range(a.steps):
+        state, _ = step(state, feed(i), rng)
+      jax.block_until_ready(state)
+      print(f"  round {r}: step fed from {name:8s} {1e3 * (time.perf_counter() - t) / a.steps:7.3f} ms/step",
+            flush=True)
+  t, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+  for _ in range(a.steps):
+    next(it)
+  wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+  cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+  print(f"  input pipeline alone: {1e3 * wall / a.steps:.3f} ms/batch wall, "
+        f"{1e3 * cpu / a.steps:.3f} ms/batch CPU (all threads)")
+
+
+if __name__ == "__main__":
+  main()
