@@ -136,6 +136,7 @@ def test_gan_mnist_runlocal_end_to_end_and_resume(classifier_workdir, tmp_path):
   for k in ("fd", "kid", "kid_stderr", "precision", "recall", "is", "fd_floor"):
     assert np.isfinite(m[f"test/classifier/{k}"]), k
   assert 1.0 <= m["test/classifier/is"] <= 10.0
+  assert m["test/classifier/is"] < m["test/classifier/is_reference"] <= 10.0  # 20 steps vs real digits
   p = m["test/classifier/protocol"]
   assert p["num_samples"] == 200 and p["reference_split"] == "test" and len(p["weights_sha256"]) == 64
   assert m["test/classifier/fd_floor"] < m["test/classifier/fd"]

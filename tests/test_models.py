@@ -28,7 +28,7 @@ def test_unknown_model_is_rejected():
     vae_models.build_vae(mc, (28, 28, 1), 1)
 
 
-@pytest.mark.parametrize("method,features", [("conv", 4), ("matmul", 4), ("auto", 16)])
+@pytest.mark.parametrize("method,features", [("conv", 4), ("matmul", 4), (None, 16), ("matmul", 16)])
 def test_fast_transposed_conv_equals_flax_conv_transpose(method, features):
   import flax.linen as nn
   import numpy as np

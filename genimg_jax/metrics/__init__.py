@@ -121,12 +121,14 @@ def evaluate_generator(task, state, mesh, rng):
     protocol = dict(net.protocol, num_samples=n, reference_split=m.reference_split,
                     dataset=config.data.name, sampler="EMA generator" if config.gan.ema_decay > 0
                     else "generator")
-    real_f, _ = _cached_features(config, net, protocol, m.reference_split, n)
+    real_f, real_p = _cached_features(config, net, protocol, m.reference_split, n)
     fake_f, fake_p = _features(net, samples[:n], m.batch_size)
     for k, v in compare(real_f, fake_f, config).items():
       results[f"{name}/{k}"] = v
     if fake_p is not None:
       results[f"{name}/is"], results[f"{name}/is_std"] = sample_quality.inception_score(fake_p)
+      # the same score of the N real reference images: the ceiling of "is"
+      results[f"{name}/is_reference"], _ = sample_quality.inception_score(real_p)
     if m.real_floor:
       train_split = config.data.train_split
       train_f, _ = _cached_features(config, net, protocol, train_split, n)

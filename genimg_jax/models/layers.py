@@ -20,6 +20,11 @@ def get_activation(name):
   return ACTIVATIONS[name]
 
 
+# ConvTranspose4x4s2 without a method: "matmul" for layers of at least this many output
+# features, "conv" for the others; None (default): "conv" everywhere. See its docstring.
+MATMUL_MIN_FEATURES = None
+
+
 class ConvTranspose4x4s2(nn.Module):
   """A 4x4, stride-2, SAME transposed convolution, computed as one 3x3 convolution.
 
@@ -30,19 +35,21 @@ class ConvTranspose4x4s2(nn.Module):
   is a 2x2 correlation of the input; the 4 phase kernels are placed in one 3x3
   kernel with 4*features outputs, and depth-to-space interleaves them.
 
-  method: how the 3x3 convolution runs. "conv": lax.conv_general_dilated. "matmul":
-  the 9 shifted copies of the input stacked as patches [B, H, W, 9*cin] times the
-  kernel as a matrix, so that the kernel gradient is a matrix multiply too (XLA:CPU
-  computes it for the convolution as a slow windowed reduction). "auto" (default):
-  matmul for features >= 16, conv below, from a measurement on 2 CPU cores (forward
-  + both gradients, batch 256): 7x7x128 -> 64 features 266 -> 196 ms, 14x14x32 -> 16
-  159 -> 115 ms; but 14x14x64 -> 1 feature 29 -> 132 ms (the patches cost more than
-  the few output channels save). Both give the same function (tests/test_models.py).
+  method: how the 3x3 convolution runs (None: see MATMUL_MIN_FEATURES). "conv":
+  lax.conv_general_dilated. "matmul": the 9 shifted copies of the input stacked as
+  patches [B, H, W, 9*cin] times the kernel as a matrix, so that the kernel gradient
+  is a matrix multiply too. Both give the same function (tests/test_models.py).
+  Whole train steps on 2 CPU cores, img/s with "conv" vs "matmul" for the layers of
+  >= 16 features (`python -m benchmarks.conv_transpose_ab NETWORK BATCH`, 2026-11-22,
+  rounds alternating): vae_mnist_conv batch 256: conv 654, 721, 805, 804 vs matmul 840,
+  849, 793, 958; batch 64: conv 1,261, 1,173 vs matmul 885, 837; gan_mnist batch 256:
+  conv 501, 573 vs matmul 493, 540; batch 64: conv 634, 542 vs matmul 580, 550. A gain
+  only for the large-batch decoder and a loss at batch 64, so "conv" stays the default.
   """
   features: int
   use_bias: bool = True
   dtype: Any = None  # compute dtype (None: that of the input)
-  method: str = "auto"  # auto | conv | matmul
+  method: Any = None  # conv | matmul | None (MATMUL_MIN_FEATURES decides; default conv)
 
   @nn.compact
   def __call__(self, x_BHWC):
@@ -61,7 +68,8 @@ class ConvTranspose4x4s2(nn.Module):
             k3 = k3.at[r, c, :, a, b, :].set(k[kr, kc])
     if self.dtype is not None:
       x_BHWC, k3 = x_BHWC.astype(self.dtype), k3.astype(self.dtype)
-    method = self.method if self.method != "auto" else ("matmul" if self.features >= 16 else "conv")
+    method = self.method or ("matmul" if MATMUL_MIN_FEATURES is not None
+                             and self.features >= MATMUL_MIN_FEATURES else "conv")
     B, H, W, _ = x_BHWC.shape
     if method == "conv":
       y = jax.lax.conv_general_dilated(x_BHWC, k3.reshape(3, 3, cin, 4 * self.features), (1, 1),
@@ -71,7 +79,7 @@ class ConvTranspose4x4s2(nn.Module):
       patches = jnp.concatenate([xp[:, r:r + H, c:c + W, :] for r in range(3) for c in range(3)], -1)
       y = patches @ k3.reshape(9 * cin, 4 * self.features)
     else:
-      raise ValueError(f"Unknown ConvTranspose4x4s2 method {self.method!r}; allowed: auto, conv, matmul")
+      raise ValueError(f"Unknown ConvTranspose4x4s2 method {method!r}; allowed: conv, matmul")
     y = y.reshape(B, H, W, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(B, 2 * H, 2 * W, self.features)
     if self.use_bias:
