@@ -103,7 +103,8 @@ def jax_worker(a):
   mesh = parallel.make_mesh()
   rng = jax.random.PRNGKey(0)
   k = a.steps_per_call
-  _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate))  # as launch.py runs it
+  _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate),  # as launch.py runs it
+                                    compiler_options={} if a.xla_defaults else None)
   state = init(rng)
   stored = np.load(a.batches_file)
   host = [{"image": stored["image"][i], "label": stored["label"][i]}
@@ -260,6 +261,8 @@ def main(argv=None):
   p.add_argument("--donate", type=int, default=1)
   p.add_argument("--sync_every_call", type=int, default=0)
   p.add_argument("--dtype", default="float32")
+  p.add_argument("--xla_defaults", type=int, default=0, help="XLA's own compiler options, not "
+                 "parallel.compiler_options() (on CPU: YNNPACK convolutions)")
   a = p.parse_args(argv)
   if a.worker:
     print(json.dumps(WORKERS[a.worker](a)))
@@ -310,7 +313,8 @@ def main(argv=None):
                                  for key, v in row.items()}), flush=True)
       if a.variants and str(b) in a.variant_batches.split(","):
         var = {"network": net, "batch": b}
-        specs = {"default": {}, "no_donation": {"donate": 0}, "sync_every_step": {"sync_every_call": 1}}
+        specs = {"default": {}, "no_donation": {"donate": 0}, "sync_every_step": {"sync_every_call": 1},
+                 "xla_default_options": {"xla_defaults": 1}}
         if net in a.scan_networks.split(","):
           specs[f"steps_per_call={k}"] = {"steps_per_call": k}
         if net.startswith("vae"):

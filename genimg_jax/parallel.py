@@ -4,6 +4,9 @@ Data parallelism over a 1-D mesh of every device of every process: the batch is
 sharded along its first axis ("data"), parameters and optimizer state are
 replicated. `jax.jit` with these shardings does what `pmap` used to do.
 """
+import functools
+
+from absl import logging
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -26,6 +29,33 @@ def batch_sharding(mesh, stacked=False):
 def replicated(mesh):
   """The same full copy on every device."""
   return NamedSharding(mesh, P())
+
+
+# XLA:CPU (jaxlib 0.10) hands both matmuls and convolutions to YNNPACK by default. On the
+# machine this project is benchmarked on (2 x86-64 cores with AVX-512), YNNPACK's
+# convolutions are slower than XLA's own: whole train steps, same process, alternating
+# rounds (benchmarks/README.md, "XLA:CPU convolutions"): vae_mnist_conv batch 256
+# 814 / 874 -> 1,254 / 1,191 img/s, batch 64 1,176 / 1,211 -> 1,410 / 1,565. So on CPU the
+# project's compiled functions keep YNNPACK for matmuls only. Other platforms: no options.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@functools.cache
+def compiler_options():
+  """XLA options for this project's jitted train steps on the default backend, or None.
+
+  CPU_COMPILER_OPTIONS on CPU when this jaxlib knows them (checked once by compiling a
+  one-op function; a jaxlib without the option gets XLA's defaults and a warning).
+  """
+  if jax.default_backend() != "cpu":
+    return None
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS)(np.float32(0))
+  except Exception as e:  # an option this XLA does not have: fall back to its defaults
+    logging.warning("XLA:CPU options %s not accepted (%s); using XLA's defaults.",
+                    CPU_COMPILER_OPTIONS, str(e).splitlines()[0][:200])
+    return None
+  return dict(CPU_COMPILER_OPTIONS)
 
 
 def local_batch_size(global_batch_size):

@@ -273,13 +273,17 @@ def run(config, workdir, devices=None):
   return results
 
 
-def compile_fns(task, mesh, steps_per_call=1, donate=True):
+def compile_fns(task, mesh, steps_per_call=1, donate=True, compiler_options=None):
   """The jitted functions of a run on `mesh`: (abstract state, init, train_step).
 
   State replicated, batch sharded over the data axis; train_step runs
   `steps_per_call` steps per call (multi_step) and donates the state's buffers.
   abstract: the state's shapes, dtypes and shardings (what checkpoints restore into).
+  compiler_options: XLA options of train_step; None: parallel.compiler_options() (the
+  project's choice for the platform), {}: XLA's own defaults.
   """
+  if compiler_options is None:
+    compiler_options = parallel.compiler_options()
   repl = parallel.replicated(mesh)
   abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(0))
   state_sharding = jax.tree.map(lambda _: repl, abstract)
@@ -291,7 +295,8 @@ def compile_fns(task, mesh, steps_per_call=1, donate=True):
                        donate_argnums=0 if donate else (),
                        in_shardings=(state_sharding, parallel.batch_sharding(mesh, stacked=k > 1),
                                      repl),
-                       out_shardings=(state_sharding, repl))
+                       out_shardings=(state_sharding, repl),
+                       compiler_options=compiler_options)
   return abstract, init, train_step
 
 
