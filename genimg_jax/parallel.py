@@ -35,14 +35,17 @@ def replicated(mesh):
 # machine this project is benchmarked on (2 x86-64 cores with AVX-512), YNNPACK's
 # convolutions are slower than XLA's own: whole train steps, same process, alternating
 # rounds (benchmarks/README.md, "XLA:CPU convolutions"): vae_mnist_conv batch 256
-# 814 / 874 -> 1,254 / 1,191 img/s, batch 64 1,176 / 1,211 -> 1,410 / 1,565. So on CPU the
-# project's compiled functions keep YNNPACK for matmuls only. Other platforms: no options.
+# 814 / 874 -> 1,254 / 1,191 img/s, batch 1024 398 / 421 -> 1,009 / 1,097, batch 64
+# 1,176 / 1,211 -> 1,410 / 1,565 (gan_mnist: no clear change); the Inception-v3 of the FID
+# metric, 50 images of 299x299: 5.7 / 5.9 -> 14.2 / 14.4 img/s. So on CPU every jax.jit of
+# the project (train and eval steps, sampling, metric networks) keeps YNNPACK for matmuls
+# only. Other platforms: no options.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
 @functools.cache
 def compiler_options():
-  """XLA options for this project's jitted train steps on the default backend, or None.
+  """XLA options for this project's jitted functions on the default backend, or None.
 
   CPU_COMPILER_OPTIONS on CPU when this jaxlib knows them (checked once by compiling a
   one-op function; a jaxlib without the option gets XLA's defaults and a warning).

@@ -80,7 +80,7 @@ def _cached_features(config, net, protocol, split, n):
 
 def generate_samples(task, state, n, rng, batch_size):
   """n generator samples in [-1, 1] as host float32 NHWC."""
-  gen = jax.jit(task.generate)
+  gen = jax.jit(task.generate, compiler_options=parallel.compiler_options())
   params, stats = task.sampling_params(state), state.extra["g_stats"]
   out = []
   for i in range(0, n, batch_size):

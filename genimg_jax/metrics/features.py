@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from genimg_jax import parallel
+
 
 class FeatureNetworkUnavailable(RuntimeError):
   """The network's weights are missing; the metric is skipped with this message."""
@@ -48,7 +50,8 @@ class ClassifierFeatures:
                      "weights_sha256": self.sha256, "features": "penultimate dense layer (256)",
                      "input": "images in [-1, 1] at dataset resolution, no resizing",
                      "dtype": "float32"}
-    self._fn = jax.jit(lambda p, x: self._apply(p, x))
+    self._fn = jax.jit(lambda p, x: self._apply(p, x),
+                       compiler_options=parallel.compiler_options())
 
   def _apply(self, params, x):
     logits, feats = self.model.apply(params, x)
@@ -80,7 +83,7 @@ class InceptionFeatures:
                      "input": "uint8-quantized, gray tiled to RGB, bilinear resize to 299x299 "
                               "(jax.image.resize), x/128-1",
                      "dtype": "float32"}
-    self._fn = jax.jit(self._apply)
+    self._fn = jax.jit(self._apply, compiler_options=parallel.compiler_options())
 
   @staticmethod
   def preprocess(x):

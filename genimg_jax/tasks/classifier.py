@@ -50,7 +50,7 @@ class ClassifierTask:
   def evaluate(self, state, mesh, rng, final):
     del rng, final
     if self._eval is None:
-      self._eval = jax.jit(self.eval_step)
+      self._eval = jax.jit(self.eval_step, compiler_options=parallel.compiler_options())
     sums = None
     for local in data.eval_batches(self.config, num_examples_limit=self.config.eval.num_examples):
       s = self._eval(state.params, parallel.to_global(local, mesh))

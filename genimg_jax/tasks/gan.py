@@ -176,7 +176,7 @@ class GANTask:
     from genimg_jax import metrics as metrics_lib
     n = self.config.eval.grid_size**2
     if "generate" not in self._jitted:
-      self._jitted["generate"] = jax.jit(self.generate)
+      self._jitted["generate"] = jax.jit(self.generate, compiler_options=parallel.compiler_options())
     z, y = self.fixed_noise(n)
     x = self._jitted["generate"](self.sampling_params(state), state.extra["g_stats"], z, y)
     grid = images.make_grid(images.to_uint8(parallel.fetch(x), (-1.0, 1.0)), self.config.eval.grid_size)

@@ -119,7 +119,8 @@ class VAETask:
     e = self.config.eval
     k = e.iwae_k if final else e.periodic_iwae_k
     if k not in self._eval_steps:
-      self._eval_steps[k] = jax.jit(functools.partial(self.eval_step, iwae_k=k))
+      self._eval_steps[k] = jax.jit(functools.partial(self.eval_step, iwae_k=k),
+                                      compiler_options=parallel.compiler_options())
     eval_step = self._eval_steps[k]
     sums, first = None, None
     for i, local in enumerate(data.eval_batches(self.config, num_examples_limit=e.num_examples)):
@@ -129,8 +130,9 @@ class VAETask:
       first = batch if first is None else first
     metrics = self.finalize_eval(parallel.fetch(sums), k)
     n = e.grid_size**2
-    samples = jax.jit(self.sample_images, static_argnums=2)(state.params, jax.random.PRNGKey(self.config.seed + 1), n)
-    x, xr = jax.jit(self.reconstruct)(state.params, first["image"])
+    samples = jax.jit(self.sample_images, static_argnums=2, compiler_options=parallel.compiler_options())(
+        state.params, jax.random.PRNGKey(self.config.seed + 1), n)
+    x, xr = jax.jit(self.reconstruct, compiler_options=parallel.compiler_options())(state.params, first["image"])
     x, xr = parallel.fetch((x, xr))
     grids = {"samples": images.make_grid(images.to_uint8(parallel.fetch(samples)), e.grid_size),
              "reconstructions": self.recon_grid(x[:n], xr[:n], e.grid_size)}
