@@ -26,6 +26,11 @@ def get_config(arg=None):
   c.train.log_every = 1000
   c.train.checkpoint_every = 10_000
   c.train.eval_every = 26_000
+  # 10 steps per compiled call (lax.scan; same batches and updates as 10 single steps,
+  # tests/test_train.py): for this ~4 ms step on 2 CPU cores, launch.py's loop for 20,000
+  # steps took 103.9 s instead of 142.4 s (2026-11-22, benchmarks/README.md). The
+  # recorded run above used 1 (--experiment.train.steps_per_call=1 repeats it exactly).
+  c.train.steps_per_call = 10
   c.optim.lr = 1e-3
   c.optim.schedule = "cosine"
   c.eval.batch_size = 100
@@ -37,6 +42,7 @@ def get_config(arg=None):
     c.train.log_every = 5
     c.train.checkpoint_every = 10
     c.train.eval_every = 0
+    c.train.steps_per_call = 1
     c.eval.iwae_k = 10
     c.eval.iwae_chunk = 5
     c.eval.periodic_iwae_k = 2
