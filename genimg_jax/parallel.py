@@ -34,7 +34,7 @@ def replicated(mesh):
 # XLA:CPU (jaxlib 0.10) hands both matmuls and convolutions to YNNPACK by default. On the
 # machine this project is benchmarked on (2 x86-64 cores with AVX-512), YNNPACK's
 # convolutions are slower than XLA's own: whole train steps, same process, alternating
-# rounds (benchmarks/README.md, "XLA:CPU convolutions"): vae_mnist_conv batch 256
+# rounds (benchmarks/README.md, "What each change buys"): vae_mnist_conv batch 256
 # 814 / 874 -> 1,254 / 1,191 img/s, batch 1024 398 / 421 -> 1,009 / 1,097, batch 64
 # 1,176 / 1,211 -> 1,410 / 1,565 (gan_mnist: no clear change); the Inception-v3 of the FID
 # metric, 50 images of 299x299: 5.7 / 5.9 -> 14.2 / 14.4 img/s. So on CPU every jax.jit of

@@ -82,12 +82,32 @@ def test_cpu_convolutions_are_compiled_by_xla_not_ynnpack():
     y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y.reshape(8, -1) @ y.reshape(8, -1).T
 
+  def ynnpack_ops(compiler_options):
+    return _ynnpack_ops(jax.jit(f, compiler_options=compiler_options).lower(x, w).compile())
+
   opts = parallel.compiler_options()
   assert opts == parallel.CPU_COMPILER_OPTIONS
-  ours = jax.jit(f, compiler_options=opts).lower(x, w).compile().as_text()
-  xla_default = jax.jit(f).lower(x, w).compile().as_text()
-  assert "ynn" in xla_default  # XLA's default sends the convolution (and the dot) to YNNPACK
-  conv_lines = [l for l in ours.splitlines() if " convolution(" in l]
-  assert conv_lines and not any("ynn" in l for l in conv_lines)
-  assert "ynn" in ours  # the matmul still goes to YNNPACK
+  assert ynnpack_ops({}) == {"conv_general_dilated", "dot_general"}  # XLA's defaults
+  assert ynnpack_ops(opts) == {"dot_general"}
   np.testing.assert_allclose(jax.jit(f, compiler_options=opts)(x, w), jax.jit(f)(x, w), rtol=1e-4, atol=1e-2)
+
+
+def _ynnpack_ops(compiled):
+  """The jax ops (by op_name) that a compiled program hands to YNNPACK."""
+  calls = [l for l in compiled.as_text().splitlines() if "ynn_fusion" in l and "kind=kCustom" in l]
+  return {op for l in calls for op in ("conv_general_dilated", "dot_general") if f"/{op}" in l}
+
+
+def test_compiled_train_step_keeps_convolutions_out_of_ynnpack():
+  from experiments import vae_mnist_conv
+  from genimg_jax import parallel
+  c = vae_mnist_conv.get_config("runlocal")
+  c.experiment = "vae_mnist_conv"
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  abstract, _, step = train.compile_fns(tasks.build_task(c), mesh)
+  shard = parallel.batch_sharding(mesh)
+  B = c.train.batch_size
+  batch = {"image": jax.ShapeDtypeStruct((B, 28, 28, 1), np.float32, sharding=shard),
+           "label": jax.ShapeDtypeStruct((B,), np.int32, sharding=shard)}
+  ops = _ynnpack_ops(step.lower(abstract, batch, jax.random.PRNGKey(0)).compile())
+  assert "conv_general_dilated" not in ops
