@@ -279,7 +279,7 @@ def compile_fns(task, mesh, steps_per_call=1, donate=True, compiler_options=None
   State replicated, batch sharded over the data axis; train_step runs
   `steps_per_call` steps per call (multi_step) and donates the state's buffers.
   abstract: the state's shapes, dtypes and shardings (what checkpoints restore into).
-  compiler_options: XLA options of train_step; None: parallel.compiler_options() (the
+  compiler_options: XLA options of init and train_step; None: parallel.compiler_options() (the
   project's choice for the platform), {}: XLA's own defaults.
   """
   if compiler_options is None:
@@ -289,7 +289,7 @@ def compile_fns(task, mesh, steps_per_call=1, donate=True, compiler_options=None
   state_sharding = jax.tree.map(lambda _: repl, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, state_sharding)
-  init = jax.jit(task.init_state, out_shardings=state_sharding)
+  init = jax.jit(task.init_state, out_shardings=state_sharding, compiler_options=compiler_options)
   k = steps_per_call
   train_step = jax.jit(multi_step(task.train_step) if k > 1 else task.train_step,
                        donate_argnums=0 if donate else (),

@@ -45,9 +45,11 @@ class ConvTranspose4x4s2(nn.Module):
   849, 793, 958; batch 64: conv 1,261, 1,173 vs matmul 885, 837; gan_mnist batch 256:
   conv 501, 573 vs matmul 493, 540; batch 64: conv 634, 542 vs matmul 580, 550. A gain
   only for the large-batch decoder and a loss at batch 64, so "conv" stays the default.
-  (These numbers predate parallel.compiler_options, which since 2026-11-22 keeps XLA:CPU's
-  convolutions out of YNNPACK and made vae_mnist_conv's steps 1.2-2.6x faster; on
-  gan_mnist batch 256 "matmul" then measured 561 / 576 vs "conv" 687 / 670 img/s.)
+  Those numbers predate parallel.compiler_options (2026-11-22), which keeps XLA:CPU's
+  convolutions out of YNNPACK and made vae_mnist_conv's steps 1.2-2.6x faster. With it,
+  same command, "matmul" is slower everywhere measured: vae_mnist_conv batch 256 1,066 /
+  961 vs conv 1,157 / 1,308; batch 64 945 / 926 vs 1,513 / 1,588; gan_mnist batch 256
+  561 / 576 vs 687 / 670. It stays as a tested option for other machines.
   """
   features: int
   use_bias: bool = True
