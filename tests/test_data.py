@@ -37,6 +37,38 @@ def test_resume_across_an_epoch_boundary(runlocal_config):
   assert not np.array_equal(straight[0]["label"], straight[3]["label"])
 
 
+def _per_example_batches(c, global_bs, start_step):
+  """The reference form of the stream: tf.data shuffles the examples themselves (the
+  pipeline before 2026-11-22, which the recorded runs used)."""
+  import tensorflow as tf
+  ds = data._load(c, c.data.train_split)
+  n = data.num_examples(c, c.data.train_split)
+  seed = int(c.seed)
+  epoch_ds = lambda e: ds.shuffle(min(c.data.shuffle_buffer, n), seed=seed * 1_000_003 + e,
+                                  reshuffle_each_iteration=False)
+  start_epoch, skip = divmod(start_step * global_bs, n)
+  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_ds).skip(skip)
+  ds = ds.batch(global_bs, drop_remainder=True).enumerate(start=start_step)
+  key = lambda step: tf.stack([tf.cast(seed, tf.int64), step])
+  ds = ds.map(lambda step, b: dict(b, image=data.preprocess(b["image"], c.data.preprocess, key(step))))
+  return ds.as_numpy_iterator()
+
+
+def test_stream_equals_a_per_example_shuffle_of_the_split(runlocal_config):
+  """The in-memory, index-shuffling pipeline yields bit for bit the batches of a tf.data
+  shuffle of the examples (same seeds), across epoch boundaries and on resume."""
+  c = runlocal_config
+  c.data.train_split = "train[:1000]"   # an epoch of 1000 examples: boundaries every ~10 steps
+  c.data.shuffle_buffer = 600            # a partial shuffle too
+  fast, ref = data.train_batches(c, 0, 96), _per_example_batches(c, 96, 0)
+  for step in range(23):
+    a, b = next(fast), next(ref)
+    np.testing.assert_array_equal(a["image"], b["image"], err_msg=f"step {step}")
+    np.testing.assert_array_equal(a["label"], b["label"], err_msg=f"step {step}")
+  fast, ref = data.train_batches(c, 21, 96), _per_example_batches(c, 96, 21)
+  np.testing.assert_array_equal(next(fast)["image"], next(ref)["image"])
+
+
 def test_dynamic_binarization(runlocal_config):
   c = runlocal_config
   b = next(data.train_batches(c, 0))
