@@ -20,41 +20,39 @@ def get_activation(name):
   return ACTIVATIONS[name]
 
 
-# ConvTranspose4x4s2 without a method: "matmul" for layers of at least this many output
-# features, "conv" for the others; None (default): "conv" everywhere. See its docstring.
-MATMUL_MIN_FEATURES = None
-
-
 class ConvTranspose4x4s2(nn.Module):
-  """A 4x4, stride-2, SAME transposed convolution, computed as one 3x3 convolution.
+  """A 4x4, stride-2, SAME transposed convolution in a form XLA:CPU runs fast.
 
   Same parameters and outputs as nn.ConvTranspose(features, (4, 4), (2, 2), "SAME")
-  (tests/test_models.py checks), but XLA:CPU runs the gradient of a transposed
-  convolution ~70x slower than that of an ordinary one (measured: 158 ms vs 2 ms for
-  the DCGAN layer at batch 64). Each of the 4 output phases (row and column parity)
-  is a 2x2 correlation of the input; the 4 phase kernels are placed in one 3x3
-  kernel with 4*features outputs, and depth-to-space interleaves them.
+  (tests/test_models.py checks values and gradients), but XLA:CPU runs the gradient of
+  a transposed convolution ~70x slower than that of an ordinary one (measured: 158 ms
+  vs 2 ms for the DCGAN layer at batch 64). Along one axis, output 2p is
+  x[p-1]*k[0] + x[p]*k[2] and output 2p+1 is x[p]*k[1] + x[p+1]*k[3]. Two forms:
 
-  method: how the 3x3 convolution runs (None: see MATMUL_MIN_FEATURES). "conv":
-  lax.conv_general_dilated. "matmul": the 9 shifted copies of the input stacked as
-  patches [B, H, W, 9*cin] times the kernel as a matrix, so that the kernel gradient
-  is a matrix multiply too. Both give the same function (tests/test_models.py).
-  Whole train steps on 2 CPU cores, img/s with "conv" vs "matmul" for the layers of
-  >= 16 features (`python -m benchmarks.conv_transpose_ab NETWORK BATCH`, 2026-11-22,
-  rounds alternating): vae_mnist_conv batch 256: conv 654, 721, 805, 804 vs matmul 840,
-  849, 793, 958; batch 64: conv 1,261, 1,173 vs matmul 885, 837; gan_mnist batch 256:
-  conv 501, 573 vs matmul 493, 540; batch 64: conv 634, 542 vs matmul 580, 550. A gain
-  only for the large-batch decoder and a loss at batch 64, so "conv" stays the default.
-  Those numbers predate parallel.compiler_options (2026-11-22), which keeps XLA:CPU's
-  convolutions out of YNNPACK and made vae_mnist_conv's steps 1.2-2.6x faster. With it,
-  same command, "matmul" is slower everywhere measured: vae_mnist_conv batch 256 1,066 /
-  961 vs conv 1,157 / 1,308; batch 64 945 / 926 vs 1,513 / 1,588; gan_mnist batch 256
-  561 / 576 vs 687 / 670. It stays as a tested option for other machines.
+  * "conv": each of the 4 output phases (row and column parity) is a 2x2 correlation
+    of the input; the 4 phase kernels are placed in one 3x3 kernel with 4*features
+    outputs, one lax.conv_general_dilated, and depth-to-space interleaves the phases.
+  * "scatter": the input times the kernel of all 16 taps as one matrix multiply
+    ([B*H*W, cin] x [cin, 16*features]), then each tap's product added at its output
+    place (col2im). Its gradients are a matmul and slices. Cheap when 16*features is
+    small: the image-output layer.
+
+  method None (default) picks "scatter" when 16 * features <= input channels, else
+  "conv". Measured on 2 CPU cores (value and gradients of one layer, ms, conv vs
+  scatter, 2026-11-22): DCGAN's output layer (64 -> 1 channel, 14x14 -> 28x28) at batch
+  256: forward 10.5-13.6 vs 1.2-3.5, gradient 31 vs 14-15; at batch 1024: 148-164 vs
+  59-68; 64 -> 3 channels at 16x16, batch 256: gradient 42 vs 30-40; but 128 -> 64
+  channels at 7x7: gradient 169-242 vs 207-209 and forward 39-47 vs 82-89; 32 -> 16
+  at 14x14: gradient 72-78 vs 130. Whole gan_mnist train steps (scatter for the output
+  layer only, `python -m benchmarks.conv_transpose_ab gan_mnist BATCH`, 4 alternating
+  rounds): batch 1024 592 -> 653 img/s, batch 256 645 -> 683 img/s (means).
+  (A third form, the 3x3 convolution as patches x matrix, was slower everywhere once
+  parallel.compiler_options() kept convolutions in XLA; removed 2026-11-22.)
   """
   features: int
   use_bias: bool = True
   dtype: Any = None  # compute dtype (None: that of the input)
-  method: Any = None  # conv | matmul | None (MATMUL_MIN_FEATURES decides; default conv)
+  method: Any = None  # conv | scatter | None (auto_method decides)
 
   @nn.compact
   def __call__(self, x_BHWC):
@@ -62,34 +60,40 @@ class ConvTranspose4x4s2(nn.Module):
     import jax
     cin = x_BHWC.shape[-1]
     k = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, cin, self.features))
-    # Along one axis: output 2p uses x[p-1]*k[0] + x[p]*k[2]; output 2p+1 uses
-    # x[p]*k[1] + x[p+1]*k[3]. Offsets -1, 0, +1 are rows 0, 1, 2 of the 3x3 kernel.
-    taps = {0: ((0, 0), (1, 2)), 1: ((1, 1), (2, 3))}  # phase -> ((row, k index), ...)
-    k3 = jnp.zeros((3, 3, cin, 2, 2, self.features), k.dtype)
-    for a in (0, 1):
-      for b in (0, 1):
-        for r, kr in taps[a]:
-          for c, kc in taps[b]:
-            k3 = k3.at[r, c, :, a, b, :].set(k[kr, kc])
+    method = self.method or auto_method(cin, self.features)
     if self.dtype is not None:
-      x_BHWC, k3 = x_BHWC.astype(self.dtype), k3.astype(self.dtype)
-    method = self.method or ("matmul" if MATMUL_MIN_FEATURES is not None
-                             and self.features >= MATMUL_MIN_FEATURES else "conv")
+      x_BHWC, k = x_BHWC.astype(self.dtype), k.astype(self.dtype)
     B, H, W, _ = x_BHWC.shape
+    F = self.features
+    taps = {0: ((0, -1), (2, 0)), 1: ((1, 0), (3, 1))}  # phase -> ((k index, input offset), ...)
     if method == "conv":
-      y = jax.lax.conv_general_dilated(x_BHWC, k3.reshape(3, 3, cin, 4 * self.features), (1, 1),
+      # Input offsets -1, 0, +1 are rows (columns) 0, 1, 2 of the 3x3 kernel.
+      k3 = jnp.zeros((3, 3, cin, 2, 2, F), k.dtype)
+      for a in (0, 1):
+        for b in (0, 1):
+          for kr, r in taps[a]:
+            for kc, c in taps[b]:
+              k3 = k3.at[r + 1, c + 1, :, a, b, :].set(k[kr, kc])
+      y = jax.lax.conv_general_dilated(x_BHWC, k3.reshape(3, 3, cin, 4 * F), (1, 1),
                                        ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    elif method == "matmul":
-      xp = jnp.pad(x_BHWC, ((0, 0), (1, 1), (1, 1), (0, 0)))
-      patches = jnp.concatenate([xp[:, r:r + H, c:c + W, :] for r in range(3) for c in range(3)], -1)
-      y = patches @ k3.reshape(9 * cin, 4 * self.features)
+      y = y.reshape(B, H, W, 2, 2, F).transpose(0, 1, 3, 2, 4, 5)
+    elif method == "scatter":
+      z = x_BHWC.reshape(B * H * W, cin) @ k.transpose(2, 0, 1, 3).reshape(cin, 16 * F)
+      z = jnp.pad(z.reshape(B, H, W, 4, 4, F), ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+      phase = lambda a, b: sum(z[:, 1 + r:1 + r + H, 1 + c:1 + c + W, kr, kc]
+                               for kr, r in taps[a] for kc, c in taps[b])
+      y = jnp.stack([jnp.stack([phase(a, b) for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
     else:
-      raise ValueError(f"Unknown ConvTranspose4x4s2 method {method!r}; allowed: conv, matmul")
-    y = y.reshape(B, H, W, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    y = y.reshape(B, 2 * H, 2 * W, self.features)
+      raise ValueError(f"Unknown ConvTranspose4x4s2 method {method!r}; allowed: conv, scatter")
+    y = y.reshape(B, 2 * H, 2 * W, F)  # [B, H, 2 (row phase), W, 2 (column phase), F]
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
+      y = y + self.param("bias", nn.initializers.zeros, (F,)).astype(y.dtype)
     return y
+
+
+def auto_method(in_features, features):
+  """ConvTranspose4x4s2's form when none is given (see its docstring)."""
+  return "scatter" if 16 * features <= in_features else "conv"
 
 
 class StridedConv(nn.Module):
