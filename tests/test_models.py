@@ -28,13 +28,13 @@ def test_unknown_model_is_rejected():
     vae_models.build_vae(mc, (28, 28, 1), 1)
 
 
-@pytest.mark.parametrize("method,features", [("conv", 1), ("conv", 16), ("scatter", 1), ("scatter", 16), (None, 1), (None, 16)])
+@pytest.mark.parametrize("method,features", [("conv", 1), ("conv", 16), ("phases", 1), ("phases", 16), ("scatter", 1), ("scatter", 16), (None, 1), (None, 16)])
 def test_fast_transposed_conv_equals_flax_conv_transpose(method, features):
   import flax.linen as nn
   import numpy as np
   from genimg_jax.models.layers import ConvTranspose4x4s2, auto_method
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5, 16))  # None: scatter for 1 feature, conv for 16
-  assert auto_method(16, 1) == "scatter" and auto_method(16, 16) == "conv"
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5, 16))  # None: scatter for 1 feature, phases for 16
+  assert auto_method(16, 1) == "scatter" and auto_method(16, 16) == "phases"
   ref = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")
   params = ref.init(jax.random.PRNGKey(1), x)
   params = jax.tree.map(lambda v: jax.random.normal(jax.random.PRNGKey(2), v.shape), params)

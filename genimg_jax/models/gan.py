@@ -5,7 +5,7 @@ Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 
 * MLP: the original GAN paper's fully connected networks.
 * DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions (computed as
-  an equivalent 3x3 convolution, or for the image-output layer as one matmul plus
+  4 phase convolutions of 2x2, or for the image-output layer as one matmul plus
   col2im: see layers.ConvTranspose4x4s2), BatchNorm and ReLU in G,
   tanh output; 4x4 stride-2 convolutions (layers.StridedConv, an equivalent whose
   gradients XLA:CPU computes much faster: gan_mnist step at batch 256 measured 4.2 s
