@@ -15,7 +15,8 @@ only example *indices* (the per-epoch shuffle of range(N) with the seeds it alwa
 had, so the permutation, hence every batch, is the one a per-example shuffle of
 the examples gives: tests/test_data.py compares with that form), and each batch is
 one gather plus the preprocessing. Measured for vae_mnist at batch 1024 on 2 CPU
-cores (2026-11-22): 127k-153k images/s with the per-example form, 234k-262k with this.
+cores (2026-11-22, the pipeline alone, two rounds of 3 timings each): 127k-189k
+images/s with the per-example form, 234k-276k with this.
 
 TensorFlow only runs on the host CPU; it is hidden from accelerators.
 """
