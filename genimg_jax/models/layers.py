@@ -93,15 +93,15 @@ class ConvTranspose4x4s2(nn.Module):
         kab = jnp.stack([jnp.stack([k[kr, kc] for kc, _ in taps[b]]) for kr, _ in taps[a]])
         return jax.lax.conv_general_dilated(x_BHWC, kab, (1, 1), (pad[a], pad[b]),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      y = jnp.stack([jnp.stack([phase(a, b) for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
     elif method == "scatter":
       z = x_BHWC.reshape(B * H * W, cin) @ k.transpose(2, 0, 1, 3).reshape(cin, 16 * F)
       z = jnp.pad(z.reshape(B, H, W, 4, 4, F), ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
       phase = lambda a, b: sum(z[:, 1 + r:1 + r + H, 1 + c:1 + c + W, kr, kc]
                                for kr, r in taps[a] for kc, c in taps[b])
-      y = jnp.stack([jnp.stack([phase(a, b) for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
     else:
       raise ValueError(f"Unknown ConvTranspose4x4s2 method {method!r}; allowed: phases, scatter, conv")
+    if method != "conv":  # interleave the 4 phases [B, H, W, F] -> [B, H, 2, W, 2, F]
+      y = jnp.stack([jnp.stack([phase(a, b) for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
     y = y.reshape(B, 2 * H, 2 * W, F)  # [B, H, 2 (row phase), W, 2 (column phase), F]
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (F,)).astype(y.dtype)
