@@ -85,11 +85,12 @@ def num_examples(config, split):
 def _arrays(config, split):
   """A whole split in host memory: {"image": uint8 [N, H, W, C], "label": int32 [N]}
   (label -1 where the dataset has none), in the dataset's order."""
-  chunks = list(_load(config, split, cache=False).batch(8192).as_numpy_iterator())
+  chunks = list(_load(config, split).batch(8192).as_numpy_iterator())
   return {k: np.concatenate([c[k] for c in chunks]) for k in ("image", "label")}
 
 
-def _load(config, split, cache=None):
+def _load(config, split):
+  """The split's examples as {"image": uint8, "label": int32}, in the dataset's order."""
   builder = get_builder(config)
   ds = builder.as_dataset(split=split, shuffle_files=False)
   has_label = "label" in builder.info.features
@@ -97,7 +98,7 @@ def _load(config, split, cache=None):
                           "label": tf.cast(ex["label"], tf.int32) if has_label
                           else tf.constant(-1, tf.int32)},
               num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.cache() if (config.data.cache if cache is None else cache) else ds
+  return ds
 
 
 def preprocess(image_uint8, mode, seed):
@@ -165,6 +166,7 @@ def eval_batches(config, split=None, num_examples_limit=0):
   split = split or config.data.eval_split
   global_bs = config.eval.batch_size
   ds = _load(config, split)
+  ds = ds.cache() if config.data.cache else ds
   if num_examples_limit:
     ds = ds.take(num_examples_limit)
   ds = ds.map(lambda ex: dict(ex, mask=tf.constant(1.0)))
