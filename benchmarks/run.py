@@ -4,8 +4,10 @@
   python -m benchmarks.run                       # everything; writes benchmarks/results.json
   python -m benchmarks.run --networks=vae_mnist --batches=64 --repeats=3 --no-torch_compile
 
-What one run measures (each row in its own subprocess, so that peak memory and
-compilation are per row):
+What one run measures (every timed configuration in its own subprocess, so that peak
+memory and compilation are its own; the configurations of one (network, batch), jax,
+torch and the variants, are timed in alternating rounds, measure_together, and their
+ratios taken round by round, because this VM's speed drifts between minutes):
   * jax rows: images/second of the compiled train step that launch.py runs (the
     task's train_step, jitted on a mesh of all local devices, state donated), after
     warm-up, median and [min, max] over --repeats timed repeats; compilation
@@ -22,7 +24,8 @@ compilation are per row):
     pipeline) alone, per network's preprocessing.
   * launch: `python launch.py --experiment=vae_mnist` shortened to --launch_steps, its
     wall time against steps x the measured step time (the hidden overhead), the step
-    compiled with the experiment's own train.steps_per_call.
+    compiled with the experiment's own train.steps_per_call and timed just before and
+    just after the launch run by one waiting worker.
   python -m benchmarks.run --networks=    # only the matmul peak and the launch row
 Every input is real MNIST from the tfds pipeline (TFDS_DATA_DIR), never random arrays.
 """
@@ -47,25 +50,36 @@ def peak_rss_mib():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def timed_repeats(call, sync, images_per_call, repeats, min_seconds):
-  """Warm-up, then `repeats` timings of enough calls to last >= min_seconds each."""
+def calibrate(call, sync, min_seconds):
+  """Warm-up, then the number of calls that makes one timed repeat last >= min_seconds."""
   for _ in range(2):
     out = call()
   sync(out)
   t = time.perf_counter()
   out = call()
   sync(out)
-  one = max(time.perf_counter() - t, 1e-6)
-  n = max(1, int(min_seconds / one))
-  rates = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    for _ in range(n):
-      out = call()
-    sync(out)
-    rates.append(n * images_per_call / (time.perf_counter() - t))
+  return max(1, int(min_seconds / max(time.perf_counter() - t, 1e-6)))
+
+
+def timed_repeat(call, sync, images_per_call, n):
+  """Images/second over n calls (one repeat)."""
+  t = time.perf_counter()
+  for _ in range(n):
+    out = call()
+  sync(out)
+  return n * images_per_call / (time.perf_counter() - t)
+
+
+def summary(rates):
   return {"images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
-          "calls_per_repeat": n, "repeats": repeats}
+          "rates": rates, "repeats": len(rates)}
+
+
+def timed_repeats(call, sync, images_per_call, repeats, min_seconds):
+  """Warm-up, then `repeats` timings of enough calls to last >= min_seconds each."""
+  n = calibrate(call, sync, min_seconds)
+  return dict(summary([timed_repeat(call, sync, images_per_call, n) for _ in range(repeats)]),
+              calls_per_repeat=n)
 
 
 # --- real batches, written once by the parent for every worker --------------------------
@@ -93,7 +107,10 @@ def write_batches(network, batch, count, path):
 
 
 # --- workers ----------------------------------------------------------------------------
-def jax_worker(a):
+# A timed worker's setup returns (call, sync, images per call, facts about it); `measure`
+# times it alone (repeats in a row), `serve` times it on the parent's command, so that the
+# parent can alternate several workers round by round (see measure_together).
+def jax_setup(a):
   import jax
   from genimg_jax import parallel, tasks, train
   base_rss = peak_rss_mib()
@@ -130,13 +147,12 @@ def jax_worker(a):
       jax.device_get(metrics)
     return holder["state"]
 
-  r = timed_repeats(call, jax.block_until_ready, k * a.batch, a.repeats, a.min_seconds)
-  r.update(compile_s=compile_s, flops_per_step=flops_per_step, peak_rss_mib=peak_rss_mib(),
-           rss_after_import_mib=base_rss, devices=len(mesh.devices.flat))
-  return r
+  return call, jax.block_until_ready, k * a.batch, {
+      "compile_s": compile_s, "flops_per_step": flops_per_step, "rss_after_import_mib": base_rss,
+      "devices": len(mesh.devices.flat)}
 
 
-def torch_worker(a):
+def torch_setup(a):
   import torch
   from benchmarks import torch_nets
   torch.manual_seed(0)
@@ -157,10 +173,41 @@ def torch_worker(a):
   t = time.perf_counter()
   call()  # eager: first-call overhead; compile: tracing and code generation
   first_call_s = time.perf_counter() - t
-  r = timed_repeats(call, lambda out: float(out), a.batch, a.repeats, a.min_seconds)
-  r.update(first_call_s=first_call_s, peak_rss_mib=peak_rss_mib(), rss_after_import_mib=base_rss,
-           threads=torch.get_num_threads())
-  return r
+  return call, lambda out: float(out), a.batch, {
+      "first_call_s": first_call_s, "rss_after_import_mib": base_rss, "threads": torch.get_num_threads()}
+
+
+SETUPS = {"jax": jax_setup, "torch": torch_setup}
+
+
+def measure(setup, a):
+  """A worker's repeats in a row, in this process."""
+  call, sync, images_per_call, info = setup(a)
+  r = timed_repeats(call, sync, images_per_call, a.repeats, a.min_seconds)
+  return dict(info, **r, peak_rss_mib=peak_rss_mib())
+
+
+def jax_worker(a):
+  return measure(jax_setup, a)
+
+
+def torch_worker(a):
+  return measure(torch_setup, a)
+
+
+MARK = "@@benchmark "  # prefixes the protocol's lines on stdout (libraries may print there too)
+
+
+def serve(setup, a):
+  """Set up and calibrate, say so, then one timed repeat per "time" line on stdin."""
+  call, sync, images_per_call, info = setup(a)
+  n = calibrate(call, sync, a.min_seconds)
+  print(MARK + json.dumps(dict(info, calls_per_repeat=n)), flush=True)
+  for line in sys.stdin:
+    if line.strip() != "time":
+      break
+    print(MARK + json.dumps({"images_per_s": timed_repeat(call, sync, images_per_call, n)}), flush=True)
+  print(MARK + json.dumps({"peak_rss_mib": peak_rss_mib()}), flush=True)
 
 
 def matmul_worker(a):
@@ -199,21 +246,106 @@ WORKERS = {"jax": jax_worker, "torch": torch_worker, "matmul": matmul_worker,
            "pipeline": pipeline_worker}
 
 
-# --- the parent: runs every row in a subprocess, writes results.json ----------------------
-def run_worker(kind, args, **kw):
-  cmd = [sys.executable, "-m", "benchmarks.run", f"--worker={kind}",
-         f"--repeats={args.repeats}", f"--min_seconds={args.min_seconds}"]
-  cmd += [f"--{k}={v}" for k, v in kw.items()]
+# --- the parent: runs the workers in subprocesses, writes results.json --------------------
+def worker_cmd(kind, args, **kw):
+  return ([sys.executable, "-m", "benchmarks.run", f"--worker={kind}", f"--repeats={args.repeats}",
+           f"--min_seconds={args.min_seconds}"] + [f"--{k}={v}" for k, v in kw.items()])
+
+
+def worker_env():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
   env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are measured cold
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  return env
+
+
+def run_worker(kind, args, **kw):
+  """One worker, its repeats in a row (matmul peak, input pipeline)."""
+  proc = subprocess.run(worker_cmd(kind, args, **kw), cwd=ROOT, env=worker_env(),
+                        capture_output=True, text=True)
   if proc.returncode:
     print(f"  FAILED {kind} {kw}: {proc.stderr[-1500:]}", flush=True)
     return {"error": proc.stderr[-1500:]}
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def launch_row(args, step_time_s):
+class WorkerFailed(RuntimeError):
+  pass
+
+
+class Served:
+  """A timed worker in its own subprocess, serving one timed repeat per request."""
+
+  def __init__(self, kind, args, **kw):
+    self.stderr = tempfile.TemporaryFile(mode="w+")
+    self.proc = subprocess.Popen(worker_cmd(kind, args, serve=1, **kw), cwd=ROOT, env=worker_env(),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                 text=True)
+
+  def read(self):
+    for line in self.proc.stdout:
+      if line.startswith(MARK):
+        return json.loads(line[len(MARK):])
+    self.proc.wait()
+    self.stderr.seek(0)
+    raise WorkerFailed(self.stderr.read()[-1500:])
+
+  def ask(self, command):
+    try:
+      self.proc.stdin.write(command + "\n")
+      self.proc.stdin.flush()
+    except OSError:  # it died: read() says why
+      pass
+    return self.read()
+
+  def close(self):
+    try:
+      return self.ask("done")
+    finally:
+      self.proc.stdin.close()
+      self.proc.wait()
+
+
+def measure_together(specs, args):
+  """Times several workers in alternating rounds; {name: result}.
+
+  specs: {name: (kind, worker flags)}. Each worker is started, compiled and warmed up in
+  turn (so compile times do not overlap), then every round times one repeat of each, in
+  turn (order reversed every other round), while the others wait idle. So the workers of a
+  row see the same machine state, to within seconds, and a ratio of two of them is taken
+  round by round (paired_ratio): this VM's speed drifts by more than some of the margins
+  between minutes (benchmarks/README.md).
+  """
+  served, out = {}, {}
+  for name, (kind, kw) in specs.items():
+    print(f"  {name}: start", flush=True)
+    w = Served(kind, args, **kw)
+    try:
+      out[name] = w.read()
+      served[name] = w
+    except WorkerFailed as e:
+      print(f"  FAILED {name}: {e}", flush=True)
+      out[name] = {"error": str(e)}
+  rates = {name: [] for name in served}
+  for r in range(args.repeats):
+    for name in (list(served) if r % 2 == 0 else list(served)[::-1]):
+      try:
+        rates[name].append(served[name].ask("time")["images_per_s"])
+      except WorkerFailed as e:
+        print(f"  FAILED {name}: {e}", flush=True)
+        out[name] = {"error": str(e)}
+        served.pop(name)
+  for name, w in served.items():
+    out[name].update(w.close())
+    out[name].update(summary(rates[name]))
+  return out
+
+
+def paired_ratio(a, b):
+  """Median over rounds of a's rate / b's rate in the same round (measure_together)."""
+  return statistics.median(x / y for x, y in zip(a["rates"], b["rates"]))
+
+
+def launch_row(args):
   """launch.py end to end vs steps x step time (vae_mnist, batch 100)."""
   workdir = tempfile.mkdtemp(prefix="bench_launch_")
   cmd = [sys.executable, "launch.py", "--experiment=vae_mnist", f"--workdir={workdir}",
@@ -229,11 +361,32 @@ def launch_row(args, step_time_s):
     return {"error": proc.stderr[-1500:]}
   with open(os.path.join(workdir, "results.json")) as f:
     res = json.load(f)
-  ideal = args.launch_steps * step_time_s
   return {"steps": args.launch_steps, "wall_s": wall, "train_seconds": res["train_seconds"],
-          "eval_seconds": res["eval_seconds"], "steps_x_step_time_s": ideal,
-          "train_loop_overhead": res["train_seconds"] / ideal - 1.0,
-          "wall_overhead": wall / ideal - 1.0}
+          "eval_seconds": res["eval_seconds"]}
+
+
+def launch_vs_step(args, tmp):
+  """The launch row, with the step timed in one waiting worker just before and just after it."""
+  spc = config_for("vae_mnist", 100).train.steps_per_call  # the step as the experiment runs it
+  path = os.path.join(tmp, "vae_mnist_100.npz")
+  write_batches("vae_mnist", 100, max(4, 2 * spc), path)
+  w = Served("jax", args, network="vae_mnist", batch=100, batches_file=path, steps_per_call=spc)
+  try:
+    w.read()
+    before = [w.ask("time")["images_per_s"] for _ in range(args.repeats)]
+    row = launch_row(args)
+    after = [w.ask("time")["images_per_s"] for _ in range(args.repeats)]
+    w.close()
+  except WorkerFailed as e:
+    return {"error": str(e)}
+  rate = statistics.median(before + after)
+  row.update(steps_per_call=spc, step_images_per_s=rate, step_images_per_s_before=before,
+             step_images_per_s_after=after)
+  if "wall_s" in row:
+    ideal = args.launch_steps * 100 / rate
+    row.update(steps_x_step_time_s=ideal, train_loop_overhead=row["train_seconds"] / ideal - 1.0,
+               wall_overhead=row["wall_s"] / ideal - 1.0)
+  return row
 
 
 def main(argv=None):
@@ -263,11 +416,15 @@ def main(argv=None):
   p.add_argument("--donate", type=int, default=1)
   p.add_argument("--sync_every_call", type=int, default=0)
   p.add_argument("--dtype", default="float32")
+  p.add_argument("--serve", type=int, default=0, help="time on request (measure_together)")
   p.add_argument("--xla_defaults", type=int, default=0, help="XLA's own compiler options, not "
                  "parallel.compiler_options() (on CPU: YNNPACK convolutions)")
   a = p.parse_args(argv)
   if a.worker:
-    print(json.dumps(WORKERS[a.worker](a)))
+    if a.serve:
+      serve(SETUPS[a.worker], a)
+    else:
+      print(json.dumps(WORKERS[a.worker](a)))
     return
 
   import jax
@@ -292,40 +449,49 @@ def main(argv=None):
   results["matmul"]["float32_peak_flop_per_s"] = peak
   tmp = tempfile.mkdtemp(prefix="bench_batches_")
   k = a.steps_per_call_variant
+  variant_batches = {int(v) for v in a.variant_batches.split(",")} if a.variants else set()
   for net in networks:
-    for b in sorted(set(batches) | ({int(v) for v in a.variant_batches.split(",")} if a.variants else set())):
+    for b in sorted(set(batches) | variant_batches):
       path = os.path.join(tmp, f"{net}_{b}.npz")
       write_batches(net, b, max(4, 2 * k), path)
       common = dict(network=net, batch=b, batches_file=path)
+      # every measurement of (net, b) in one group of alternating rounds (measure_together)
+      specs = {"jax": ("jax", common)}
+      if b in batches and have_torch:
+        for mode, on in (("eager", a.torch_eager), ("compile", a.torch_compile)):
+          if on:
+            specs[f"torch_{mode}"] = ("torch", dict(common, mode=mode))
+      variant_names = []
+      if b in variant_batches:
+        var_kw = {"no_donation": {"donate": 0}, "sync_every_step": {"sync_every_call": 1},
+                  "xla_default_options": {"xla_defaults": 1}}
+        if net in a.scan_networks.split(","):
+          var_kw[f"steps_per_call={k}"] = {"steps_per_call": k}
+        if net.startswith("vae"):
+          var_kw["bfloat16"] = {"dtype": "bfloat16"}
+        specs.update({name: ("jax", dict(common, **kw)) for name, kw in var_kw.items()})
+        variant_names = list(var_kw)
+      print(f"{net} batch {b}: {', '.join(specs)}", flush=True)
+      m = measure_together(specs, a)
       if b in batches:
-        row = {"network": net, "batch": b}
-        print(f"{net} batch {b}: jax", flush=True)
-        row["jax"] = run_worker("jax", a, **common)
+        row = {"network": net, "batch": b, "jax": m["jax"]}
         if "flops_per_step" in row["jax"]:
           row["jax"]["flop_per_s"] = row["jax"]["flops_per_step"] * row["jax"]["images_per_s"] / b
           row["jax"]["fraction_of_peak"] = row["jax"]["flop_per_s"] / peak
-        for mode, on in (("eager", a.torch_eager), ("compile", a.torch_compile)):
-          if on and have_torch:
-            print(f"{net} batch {b}: torch {mode}", flush=True)
-            r = run_worker("torch", a, mode=mode, **common)
-            row[f"torch_{mode}"] = r
-            if "images_per_s" in r and "images_per_s" in row["jax"]:
-              row[f"ratio_vs_torch_{mode}"] = row["jax"]["images_per_s"] / r["images_per_s"]
+        for mode in ("eager", "compile"):
+          if f"torch_{mode}" in m:
+            row[f"torch_{mode}"] = m[f"torch_{mode}"]
+            if "rates" in m[f"torch_{mode}"] and "rates" in m["jax"]:
+              row[f"ratio_vs_torch_{mode}"] = paired_ratio(m["jax"], m[f"torch_{mode}"])
         results["rows"].append(row)
         print("  " + json.dumps({key: (v.get("images_per_s") if isinstance(v, dict) else v)
                                  for key, v in row.items()}), flush=True)
-      if a.variants and str(b) in a.variant_batches.split(","):
+      if variant_names:
         var = {"network": net, "batch": b}
-        specs = {"default": {}, "no_donation": {"donate": 0}, "sync_every_step": {"sync_every_call": 1},
-                 "xla_default_options": {"xla_defaults": 1}}
-        if net in a.scan_networks.split(","):
-          specs[f"steps_per_call={k}"] = {"steps_per_call": k}
-        if net.startswith("vae"):
-          specs["bfloat16"] = {"dtype": "bfloat16"}
-        for name, kw in specs.items():
-          print(f"{net} batch {b}: variant {name}", flush=True)
-          r = run_worker("jax", a, **common, **kw)
-          var[name] = r.get("images_per_s", r.get("error"))
+        for name in ["jax"] + variant_names:
+          var["default" if name == "jax" else name] = m[name].get("images_per_s", m[name].get("error"))
+          if name != "jax" and "rates" in m[name] and "rates" in m["jax"]:
+            var.setdefault("vs_default", {})[name] = paired_ratio(m[name], m["jax"])
         results["variants"].append(var)
         print("  " + json.dumps(var), flush=True)
     for b in batches:
@@ -334,13 +500,7 @@ def main(argv=None):
       results["pipeline"].append({"network": net, "batch": b, **r})
   if a.launch_steps:
     print("launch.py vae_mnist end to end...", flush=True)
-    # the step as launch.py runs it: vae_mnist's own steps_per_call
-    spc = config_for("vae_mnist", 100).train.steps_per_call
-    path = os.path.join(tmp, "vae_mnist_100.npz")
-    write_batches("vae_mnist", 100, max(4, 2 * spc), path)
-    step = run_worker("jax", a, network="vae_mnist", batch=100, batches_file=path, steps_per_call=spc)
-    results["launch"] = launch_row(a, 100 / step["images_per_s"])
-    results["launch"].update(step_images_per_s=step["images_per_s"], steps_per_call=spc)
+    results["launch"] = launch_vs_step(a, tmp)
   os.makedirs(os.path.dirname(a.out), exist_ok=True)
   with open(a.out, "w") as f:
     json.dump(results, f, indent=1)
@@ -374,22 +534,29 @@ def table(results):
   if results["variants"]:
     names = []
     for v in results["variants"]:
-      names += [k for k in v if k not in ("network", "batch") and k not in names]
+      names += [k for k in v if k not in ("network", "batch", "vs_default") and k not in names]
     lines += ["", "| network | batch | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for v in results["variants"]:
-      cell = lambda x: f"{x:,.0f}" if isinstance(x, (int, float)) else ("-" if x is None else "failed")
-      lines.append(f"| {v['network']} | {v['batch']} | " + " | ".join(cell(v.get(n)) for n in names) + " |")
+      def cell(name):
+        x = v.get(name)
+        if not isinstance(x, (int, float)):
+          return "-" if x is None else "failed"
+        ratio = v.get("vs_default", {}).get(name)
+        return f"{x:,.0f}" + (f" ({ratio:.2f}x)" if ratio is not None else "")
+      lines.append(f"| {v['network']} | {v['batch']} | " + " | ".join(cell(n) for n in names) + " |")
   if results["pipeline"]:
     lines += ["", "| input pipeline | batch | img/s delivered |", "|---|---|---|"]
     lines += [f"| {p['network']} | {p['batch']} | {p['images_per_s']:,.0f} |"
               for p in results["pipeline"] if "images_per_s" in p]
   if results.get("launch") and "wall_s" in results["launch"]:
     l = results["launch"]
+    med = lambda xs: f"{statistics.median(xs):,.0f}"
     lines += ["", f"launch.py vae_mnist, {l['steps']} steps ({l.get('steps_per_call', 1)} per compiled call): "
               f"wall {l['wall_s']:.1f} s, train loop "
               f"{l['train_seconds']:.1f} s, final eval {l['eval_seconds']:.1f} s, steps x step time "
-              f"{l['steps_x_step_time_s']:.1f} s: loop overhead {100 * l['train_loop_overhead']:+.0f}%, "
-              f"wall overhead {100 * l['wall_overhead']:+.0f}%"]
+              f"{l['steps_x_step_time_s']:.1f} s (step {med(l['step_images_per_s_before'])} img/s just before, "
+              f"{med(l['step_images_per_s_after'])} just after): loop overhead "
+              f"{100 * l['train_loop_overhead']:+.0f}%, wall overhead {100 * l['wall_overhead']:+.0f}%"]
   return "\n".join(lines)
 
 
