@@ -2,11 +2,13 @@
 
   TFDS_DATA_DIR=... python -m benchmarks.loop_overhead [--experiment=vae_mnist] [--steps=2000]
 
-Times the experiment's compiled train step (train.compile_fns, as launch.py runs it)
-fed three ways, alternating so that all three see the same machine state:
+Times the experiment's compiled train step (train.compile_fns with the experiment's
+train.steps_per_call, as launch.py runs it) fed three ways, alternating so that all
+three see the same machine state:
   device:   batches already on the device (the step alone),
-  host:     numpy batches put on the mesh each step (parallel.to_global),
-  pipeline: the tf.data input pipeline (data.train_batches) then to_global, as the loop.
+  host:     numpy batches (stacked k at a time) put on the mesh each call (parallel.to_global),
+  pipeline: the tf.data input pipeline (data.train_batches), stacked, then to_global, as
+            the loop.
 Then the input pipeline alone: wall and CPU seconds (all threads) per batch.
 """
 import argparse
@@ -32,28 +34,31 @@ def main(argv=None):
   c.experiment = a.experiment
   mesh = parallel.make_mesh()
   task = tasks.build_task(c)
-  _, init, step = train.compile_fns(task, mesh, 1, donate=True)
+  k = c.train.steps_per_call
+  _, init, step = train.compile_fns(task, mesh, k, donate=True)
   state = init(jax.random.PRNGKey(0))
   rng = jax.random.PRNGKey(1)
   it = data.train_batches(c, 0)
   for _ in range(-(-data.num_examples(c, c.data.train_split) // c.train.batch_size)):
     next(it)  # one epoch, so that the dataset cache is filled, as in a long run
-  host = [next(it) for _ in range(50)]
-  dev = [parallel.to_global(b, mesh) for b in host]
+  group = (lambda bs: bs[0]) if k == 1 else train.stack  # k batches -> one call's input
+  host = [group([next(it) for _ in range(k)]) for _ in range(50)]
+  dev = [parallel.to_global(b, mesh, k > 1) for b in host]
   feeds = {"device": lambda i: dev[i % 50],
-           "host": lambda i: parallel.to_global(host[i % 50], mesh),
-           "pipeline": lambda i: parallel.to_global(next(it), mesh)}
-  print(f"{a.experiment}, batch {c.train.batch_size}, {jax.devices()[0].platform}:")
+           "host": lambda i: parallel.to_global(host[i % 50], mesh, k > 1),
+           "pipeline": lambda i: parallel.to_global(group([next(it) for _ in range(k)]), mesh, k > 1)}
+  calls = a.steps // k
+  print(f"{a.experiment}, batch {c.train.batch_size}, {k} step(s) per call, {jax.devices()[0].platform}:")
   for r in range(a.rounds):
     for name, feed in feeds.items():
       for i in range(20):
         state, _ = step(state, feed(i), rng)
       jax.block_until_ready(state)
       t = time.perf_counter()
-      for i in range(a.steps):
+      for i in range(calls):
         state, _ = step(state, feed(i), rng)
       jax.block_until_ready(state)
-      print(f"  round {r}: step fed from {name:8s} {1e3 * (time.perf_counter() - t) / a.steps:7.3f} ms/step",
+      print(f"  round {r}: step fed from {name:8s} {1e3 * (time.perf_counter() - t) / (calls * k):7.3f} ms/step",
             flush=True)
   t, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(a.steps):
