@@ -88,12 +88,14 @@ def timed_repeats(call, sync, images_per_call, repeats, min_seconds):
 VARIANT = {"gan_mnist": "unconditional"}
 
 
-def config_for(network, batch):
+def config_for(network, batch=None):
+  """The network's experiment config (in VARIANT's variant), at global `batch` if given."""
   sys.path.insert(0, ROOT)
   import importlib
   c = importlib.import_module(f"experiments.{network}").get_config(VARIANT.get(network))
   c.experiment = network
-  c.train.batch_size = batch
+  if batch is not None:
+    c.train.batch_size = batch
   return c
 
 
@@ -337,7 +339,7 @@ def paired_ratio(a, b):
 
 
 def launch_row(args):
-  """launch.py end to end vs steps x step time (vae_mnist, batch 100)."""
+  """launch.py --experiment=vae_mnist end to end, shortened to --launch_steps."""
   workdir = tempfile.mkdtemp(prefix="bench_launch_")
   cmd = [sys.executable, "launch.py", "--experiment=vae_mnist", f"--workdir={workdir}",
          f"--experiment.train.steps={args.launch_steps}", "--experiment.train.eval_every=0",
@@ -358,10 +360,11 @@ def launch_row(args):
 
 def launch_vs_step(args, tmp):
   """The launch row, with the step timed in one waiting worker just before and just after it."""
-  spc = config_for("vae_mnist", 100).train.steps_per_call  # the step as the experiment runs it
-  path = os.path.join(tmp, "vae_mnist_100.npz")
-  write_batches("vae_mnist", 100, max(4, 2 * spc), path)
-  w = Served("jax", args, network="vae_mnist", batch=100, batches_file=path, steps_per_call=spc)
+  c = config_for("vae_mnist")  # the step as the experiment runs it: its batch and steps_per_call
+  spc, batch = c.train.steps_per_call, c.train.batch_size
+  path = os.path.join(tmp, f"vae_mnist_{batch}.npz")
+  write_batches("vae_mnist", batch, max(4, 2 * spc), path)
+  w = Served("jax", args, network="vae_mnist", batch=batch, batches_file=path, steps_per_call=spc)
   try:
     w.read()
     before = [w.ask("time")["images_per_s"] for _ in range(args.repeats)]
@@ -374,7 +377,7 @@ def launch_vs_step(args, tmp):
   row.update(steps_per_call=spc, step_images_per_s=rate, step_images_per_s_before=before,
              step_images_per_s_after=after)
   if "wall_s" in row:
-    ideal = args.launch_steps * 100 / rate
+    ideal = args.launch_steps * batch / rate
     row.update(steps_x_step_time_s=ideal, train_loop_overhead=row["train_seconds"] / ideal - 1.0,
                wall_overhead=row["wall_s"] / ideal - 1.0)
   return row

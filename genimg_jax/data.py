@@ -99,7 +99,7 @@ def _fixed_parallelism(ds):
 def _arrays(config, split):
   """A whole split in host memory: {"image": uint8 [N, H, W, C], "label": int32 [N]}
   (label -1 where the dataset has none), in the dataset's order."""
-  chunks = list(_load(config, split).batch(8192).as_numpy_iterator())
+  chunks = list(_fixed_parallelism(_load(config, split).batch(8192)).as_numpy_iterator())
   return {k: np.concatenate([c[k] for c in chunks]) for k in ("image", "label")}
 
 
@@ -112,7 +112,7 @@ def _load(config, split):
                           "label": tf.cast(ex["label"], tf.int32) if has_label
                           else tf.constant(-1, tf.int32)},
               num_parallel_calls=tf.data.AUTOTUNE)
-  return _fixed_parallelism(ds)
+  return ds
 
 
 def preprocess(image_uint8, mode, seed):
