@@ -26,3 +26,30 @@ def test_served_jax_worker_measures_the_train_step(tmp_path):
 def test_paired_ratio_is_the_median_of_per_round_ratios():
   a, b = {"rates": [10.0, 30.0, 8.0]}, {"rates": [5.0, 10.0, 8.0]}  # ratios 2, 3, 1
   assert bench.paired_ratio(a, b) == 2.0  # the ratio of the medians would be 10 / 8
+
+
+def test_profile_attributes_ops_to_layers_from_hlo_metadata():
+  from benchmarks import profile
+  hlo = "\n".join([
+      'ENTRY %main {',
+      '  %dot.1 = f32[8,64]{1,0} dot(%a, %b), metadata={op_name="jit(train_step)/jvp(DCGANDiscriminator)/_DLayer_1/StridedConv_0/dot_general"}',
+      '  %fusion.2 = f32[8,64]{1,0} fusion(%dot.1), kind=kLoop, calls=%fused_computation.2',
+      '  %wrapped_reduce-window.3 = f32[8,1,1,64]{3,2,1,0} fusion(%fusion.2, %c), kind=kLoop, calls=%wrapped_reduce-window_computation.3, metadata={stack_frame_id=1}',
+      '  %tanh.4 = f32[8,64]{1,0} tanh(%x), metadata={op_name="jit(train_step)/transpose(jvp(DCGANGenerator))/tanh"}',
+      '  %add.5 = f32[64]{0} add(%m, %v), metadata={op_name="jit(train_step)/add"}',
+      '}',
+      '',
+      '%fused_computation.2 (p: f32[8,64]) -> f32[8,64] {',
+      '  %mul.9 = f32[8,64]{1,0} multiply(%p, %p), metadata={op_name="jit(train_step)/DCGANGenerator/BatchNorm_1/mul"}',
+      '  ROOT %sub.9 = f32[8,64]{1,0} subtract(%mul.9, %p), metadata={op_name="jit(train_step)/DCGANGenerator/BatchNorm_1/sub"}',
+      '}',
+  ])
+  assert profile.op_layer(hlo, "dot.1") == "StridedConv"  # the innermost indexed module, not _DLayer
+  assert profile.op_layer(hlo, "fusion.2") == "BatchNorm"  # from the fused computation's body
+  assert profile.op_layer(hlo, "wrapped_reduce-window.3") == "BatchNorm"  # from its operand
+  assert profile.op_layer(hlo, "tanh.4") == "DCGANGenerator (other ops)"
+  assert profile.op_layer(hlo, "add.5") == "outside the networks"
+  assert profile.torch_op_kind("aten::convolution_backward") == "convolution"
+  assert profile.torch_op_kind("aten::native_batch_norm_backward") == "batch norm"
+  assert profile.torch_op_kind("aten::mm") == "matmul" and profile.torch_op_kind("aten::addmm") == "matmul"
+  assert profile.torch_op_kind("aten::leaky_relu") == "element-wise and other"
