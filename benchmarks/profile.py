@@ -48,8 +48,7 @@ def op_layer(hlo_text, name, depth=3):
   EMA, loss, random numbers, the finiteness check). A fusion without metadata of its own
   (layout copies) takes the most frequent layer of the ops fused into it; one with none
   at all (XLA's reductions rewritten as reduce-windows) that of its first operand."""
-  line = re.search(r"%" + re.escape(name) + r" = ([^\n]*)", hlo_text)
-  line = line.group(1) if line else ""
+  line = _op_line(hlo_text, name)
   paths = re.findall(r'op_name="([^"]*)"', line)
   called = re.search(r"calls=%([\w.\-]+)", line)
   if not paths and called:  # the fused computation's body: "%name (...) -> ... {" to "}"
@@ -84,21 +83,17 @@ def torch_op_kind(name):
 
 def torch_profile(network, batch, steps, top):
   """ms per step of the torch eager step, by kind and by op (self CPU time)."""
-  import torch
   from torch.profiler import ProfilerActivity, profile
-  from benchmarks import torch_nets
-  torch.manual_seed(0)
   path = os.path.join(tempfile.mkdtemp(), "batches.npz")
   bench.write_batches(network, batch, 2, path)
-  stored = np.load(path)
-  batches = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))) for x in stored["image"]]
-  step, _ = torch_nets.build(network)
-  for i in range(3):
-    float(step(batches[i % 2]))
+  call, sync, _, _ = bench.torch_setup(argparse.Namespace(  # the benchmark's torch worker
+      network=network, batch=batch, batches_file=path, mode="eager"))
+  for _ in range(3):
+    sync(call())
   t = time.perf_counter()
   with profile(activities=[ProfilerActivity.CPU]) as prof:
-    for i in range(steps):
-      float(step(batches[i % 2]))
+    for _ in range(steps):
+      sync(call())
   wall_us = (time.perf_counter() - t) * 1e6 / steps
   ops = {e.key: e.self_cpu_time_total / steps for e in prof.key_averages()}
   kinds = collections.Counter()
@@ -107,10 +102,15 @@ def torch_profile(network, batch, steps, top):
   return wall_us, kinds, collections.Counter(ops).most_common(top)
 
 
+def _op_line(hlo_text, name):
+  """The definition of an op in the compiled HLO text, after "%name = "."""
+  m = re.search(r"%" + re.escape(name) + r" = ([^\n]*)", hlo_text)
+  return m.group(1) if m else ""
+
+
 def hlo_line(hlo_text, name):
   """The shapes of an op, from the compiled HLO text (for telling convolutions apart)."""
-  m = re.search(r"%" + re.escape(name) + r" = ([^\n]{0,160})", hlo_text)
-  return m.group(1) if m else ""
+  return _op_line(hlo_text, name)[:160]
 
 
 def read_trace(logdir):
