@@ -41,12 +41,11 @@ def main(argv=None):
   it = data.train_batches(c, 0)
   for _ in range(-(-data.num_examples(c, c.data.train_split) // c.train.batch_size)):
     next(it)  # one epoch, so that the dataset cache is filled, as in a long run
-  group = (lambda bs: bs[0]) if k == 1 else train.stack  # k batches -> one call's input
-  host = [group([next(it) for _ in range(k)]) for _ in range(50)]
+  host = [train.call_input([next(it) for _ in range(k)]) for _ in range(50)]
   dev = [parallel.to_global(b, mesh, k > 1) for b in host]
   feeds = {"device": lambda i: dev[i % 50],
            "host": lambda i: parallel.to_global(host[i % 50], mesh, k > 1),
-           "pipeline": lambda i: parallel.to_global(group([next(it) for _ in range(k)]), mesh, k > 1)}
+           "pipeline": lambda i: parallel.to_global(train.call_input([next(it) for _ in range(k)]), mesh, k > 1)}
   calls = a.steps // k
   print(f"{a.experiment}, batch {c.train.batch_size}, {k} step(s) per call, {jax.devices()[0].platform}:")
   for r in range(a.rounds):

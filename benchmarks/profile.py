@@ -32,7 +32,7 @@ from benchmarks import run as bench
 def op_kind(name):
   """An HLO op name ("convolution.12", "loop_multiply_fusion.3", "dot.1") -> its kind."""
   base = re.sub(r"[._]\d+$", "", name).lower()
-  for kind, keys in (("YNNPACK conv/matmul fusion", ("ynn",)), ("convolution", ("conv",)), ("matmul", ("dot", "gemm", "matmul")),
+  for kind, keys in (("YNNPACK fusion (matmul, reduction)", ("ynn",)), ("convolution", ("conv",)), ("matmul", ("dot", "gemm", "matmul")),
                      ("reduction", ("reduce",)), ("copy/transpose", ("copy", "transpose")),
                      ("fusion (element-wise)", ("fusion",))):
     if any(k in base for k in keys):
@@ -147,7 +147,7 @@ def main():
     print(f"torch eager {a.network} batch {a.batch}: {wall_us / 1e3:.1f} ms/step wall (profiled), "
           f"{op_us / 1e3:.1f} ms/step in aten ops (self CPU time)")
     for kind, us in kinds.most_common():
-      print(f"  {kind:24s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
+      print(f"  {kind:34s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
     print("  top ops:")
     for name, us in top_ops:
       print(f"    {name:40s} {us / 1e3:8.2f} ms")
@@ -189,7 +189,7 @@ def main():
   print(f"{a.network} batch {a.batch}: {wall_us / 1e3:.1f} ms/step wall (traced), "
         f"{op_us / 1e3:.1f} ms/step in XLA ops")
   for kind, us in kinds.most_common():
-    print(f"  {kind:24s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
+    print(f"  {kind:34s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
   print("  by layer (flax module of the op):")
   for layer, us in layers.most_common():
     print(f"  {layer:32s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")

@@ -131,7 +131,7 @@ def jax_setup(a):
   host = [{"image": stored["image"][i], "label": stored["label"][i]}
           for i in range(len(stored["image"]))]
   groups = [host[i:i + k] for i in range(0, len(host) - k + 1, k)]
-  batches = [parallel.to_global(g[0] if k == 1 else train.stack(g), mesh, k > 1) for g in groups]
+  batches = [parallel.to_global(train.call_input(g), mesh, k > 1) for g in groups]
   t = time.perf_counter()
   compiled = step.lower(state, batches[0], rng).compile()
   compile_s = time.perf_counter() - t

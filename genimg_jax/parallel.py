@@ -31,16 +31,25 @@ def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
-# XLA:CPU (jaxlib 0.10) hands both matmuls and convolutions to YNNPACK by default. On the
-# machine this project is benchmarked on (2 x86-64 cores with AVX-512), YNNPACK's
+# XLA:CPU (jaxlib 0.10) hands matmuls, convolutions and reductions to YNNPACK by default.
+# On the machine this project is benchmarked on (2 x86-64 cores with AVX-512), YNNPACK's
 # convolutions are slower than XLA's own: whole train steps, same process, alternating
 # rounds (benchmarks/README.md, "What each change buys"): vae_mnist_conv batch 256
 # 814 / 874 -> 1,254 / 1,191 img/s, batch 1024 398 / 421 -> 1,009 / 1,097, batch 64
-# 1,176 / 1,211 -> 1,410 / 1,565 (gan_mnist: no clear change); the Inception-v3 of the FID
-# metric, 50 images of 299x299: 5.7 / 5.9 -> 14.2 / 14.4 img/s. So on CPU every jax.jit of
-# the project (train and eval steps, sampling, metric networks) keeps YNNPACK for matmuls
-# only. Other platforms: no options.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# 1,176 / 1,211 -> 1,410 / 1,565; the Inception-v3 of the FID metric, 50 images of
+# 299x299: 5.7 / 5.9 -> 14.2 / 14.4 img/s. So on CPU every jax.jit of the project (train
+# and eval steps, sampling, metric networks) keeps YNNPACK for matmuls and reductions only.
+# (From the first of these options, 2026-11-22, until later that day the reductions were
+# left out too, by listing only the matmuls: XLA's own reductions, BatchNorm statistics and
+# bias gradients rewritten into reduce-windows, were then gan_mnist's largest cost after
+# the convolutions, benchmarks/README.md "Where the time goes". Giving them back, same
+# measurement: gan_mnist batch 256 813 / 758 / 787 / 947 -> 947 / 911 / 910 / 944 img/s,
+# batch 1024 +5% (median of 4 paired rounds), vae_mnist batch 64 +7-15%, 256 +1-12%;
+# vae_mnist_conv 0.88-1.28x per round and the Inception-v3 no clear change; gan_mnist
+# batch 64 slower, 0.70-0.91x and 0.86-1.08x per round in two runs.) Other platforms: no
+# options.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.cache

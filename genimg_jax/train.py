@@ -190,7 +190,7 @@ def run(config, workdir, devices=None):
 
   def healthy(step, where):
     """True if no step so far was non-finite; otherwise stops or rolls back (False)."""
-    nonlocal state, start_step, batches, rollbacks, t0
+    nonlocal state, start_step, batches, rollbacks
     bad = _nonfinite_step(state)
     if bad is None:
       return True
@@ -217,7 +217,7 @@ def run(config, workdir, devices=None):
   with _SigtermFlag() as sigterm:
     while step < total:
       step += k
-      batch = next(batches) if k == 1 else stack([next(batches) for _ in range(k)])
+      batch = call_input([next(batches) for _ in range(k)])
       state, metrics = train_step(state, parallel.to_global(batch, mesh, stacked=k > 1), train_rng)
       if step % config.train.log_every == 0 or step == total:
         if not healthy(step, "training"):
@@ -316,6 +316,13 @@ def multi_step(train_step):
 def stack(batches):
   """A list of k host batches (dicts of arrays) -> one dict of [k, ...] arrays."""
   return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+
+
+def call_input(batches):
+  """The k host batches of one train_step call -> its input: the batch itself when k == 1,
+  else stacked (multi_step's [k, batch, ...]); put it on the mesh with
+  parallel.to_global(..., stacked=k > 1)."""
+  return batches[0] if len(batches) == 1 else stack(batches)
 
 
 def _log_eval(writer, step, metrics, grids):

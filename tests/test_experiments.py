@@ -1,6 +1,5 @@
 """Every experiment module: get_config(arg), a runlocal variant, a docstring with its command."""
 import importlib
-import os
 
 import pytest
 

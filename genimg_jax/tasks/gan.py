@@ -9,11 +9,9 @@ EMA of the generator's weights. State layout:
 Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty, and the
 gradient norms of both players.
 """
-import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from genimg_jax import data, images, optim, parallel, state as state_lib
