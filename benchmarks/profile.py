@@ -8,8 +8,9 @@ reads the trace (the XSpace protobuf that TensorBoard's profiler reads; parsed w
 proto definitions that tensorflow ships), and prints the time per XLA operation, grouped
 by kind (convolution, matmul, fusion of element-wise ops, ...), as a share of the time
 attributed to ops. XLA:CPU runs its own convolutions asynchronously on its thread pool
-and the trace records only their launch, so the convolutions' time is missing from the
-attributed time (the gap to the traced step time is at most that).
+and the trace mostly records only their launch (gan_mnist's; vae_mnist_conv's trace has
+some in full), so most of the convolutions' time is missing from the attributed time
+(the gap to the traced step time is at most that).
 
 torch: the PyTorch mirror's eager step (benchmarks/torch_nets.py, same batches) under
 torch.profiler, the self CPU time of each aten op grouped into the same kinds; torch
@@ -113,6 +114,12 @@ def hlo_line(hlo_text, name):
   return _op_line(hlo_text, name)[:160]
 
 
+def print_shares(us_by_name, op_us, width=34):
+  """One line per kind or layer, largest first: its ms per step and share of op_us."""
+  for name, us in us_by_name.most_common():
+    print(f"  {name:{width}s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
+
+
 def read_trace(logdir):
   """{op name: total microseconds} over the XLA op events of the trace."""
   from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -146,8 +153,7 @@ def main():
     op_us = sum(kinds.values())
     print(f"torch eager {a.network} batch {a.batch}: {wall_us / 1e3:.1f} ms/step wall (profiled), "
           f"{op_us / 1e3:.1f} ms/step in aten ops (self CPU time)")
-    for kind, us in kinds.most_common():
-      print(f"  {kind:34s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
+    print_shares(kinds, op_us)
     print("  top ops:")
     for name, us in top_ops:
       print(f"    {name:40s} {us / 1e3:8.2f} ms")
@@ -188,11 +194,9 @@ def main():
          "top_ops_us": {k: v / a.steps for k, v in totals.most_common(a.top)}}
   print(f"{a.network} batch {a.batch}: {wall_us / 1e3:.1f} ms/step wall (traced), "
         f"{op_us / 1e3:.1f} ms/step in XLA ops")
-  for kind, us in kinds.most_common():
-    print(f"  {kind:34s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
+  print_shares(kinds, op_us)
   print("  by layer (flax module of the op):")
-  for layer, us in layers.most_common():
-    print(f"  {layer:32s} {us / 1e3:8.2f} ms  {100 * us / op_us:5.1f}%")
+  print_shares(layers, op_us, width=32)
   print("  top ops:")
   for name, us in totals.most_common(a.top):
     print(f"    {name:28s} {us / a.steps / 1e3:8.2f} ms  {hlo_line(hlo, name)}")
