@@ -5,9 +5,11 @@
 Model: 784-256-256-(2x50) encoder and 50-256-256-784 decoder (tanh), Bernoulli
 likelihood, dynamic binarization, ELBO, Adam. The final evaluation is the IWAE
 bound with k=5000 on the 10,000 test images, as in the literature.
-Measured (2026-11-21, 2 CPU cores, jax 0.10.2): test NLL 87.65 nats (IWAE k=5000),
-ELBO -91.56 nats, 0.161 bits/dim; 12.1 min training + 3.4 min evaluation,
-16.5 min wall-clock for the whole command.
+Measured (2026-11-22, 2 CPU cores, jax 0.10.2, this config): test NLL 87.74 nats
+(IWAE k=5000), ELBO -91.74 nats, 0.161 bits/dim; 9.9 min training + 3.3 min
+evaluation, 13.6 min wall-clock for the whole command (docs/runs/vae_mnist_results.json).
+The run of 2026-11-21 (float32 binarization noise, 1 step per call): 87.65 nats,
+ELBO -91.56, 16.5 min.
 """
 from genimg_jax import configs
 
@@ -28,8 +30,7 @@ def get_config(arg=None):
   c.train.eval_every = 26_000
   # 10 steps per compiled call (lax.scan; same batches and updates as 10 single steps,
   # tests/test_train.py): for this ~4 ms step on 2 CPU cores, launch.py's loop for 20,000
-  # steps took 103.9 s instead of 142.4 s (2026-11-22, benchmarks/README.md). The
-  # recorded run above used 1 (--experiment.train.steps_per_call=1 repeats it exactly).
+  # steps took 103.9 s instead of 142.4 s (2026-11-22, benchmarks/README.md).
   c.train.steps_per_call = 10
   c.optim.lr = 1e-3
   c.optim.schedule = "cosine"
