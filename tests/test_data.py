@@ -83,17 +83,17 @@ def test_binarize_is_bernoulli_of_pixel_over_255():
   """Each pixel value v is 1 with probability v/255 (exactly 0 and 1 at the ends); the
   noise is a function of the seed. Inputs: every uint8 value, 4096 pixels each."""
   import tensorflow as tf
-  values = np.repeat(np.arange(256, dtype=np.uint8), 4096).reshape(256, 64, 64, 1)
-  out = data.binarize(tf.constant(values), tf.constant([3, 7], tf.int64)).numpy()
-  assert out.dtype == np.float32 and out.shape == values.shape
+  values = tf.constant(np.repeat(np.arange(256, dtype=np.uint8), 4096).reshape(256, 64, 64, 1))
+  out = data.binarize(values, tf.constant([3, 7], tf.int64)).numpy()
+  assert out.dtype == np.float32 and out.shape == (256, 64, 64, 1)
   assert set(np.unique(out)) == {0.0, 1.0}
   assert out[0].max() == 0.0 and out[255].min() == 1.0
   p = np.arange(256) / 255
   freq = out.reshape(256, -1).mean(1)
   sigma = np.sqrt(p * (1 - p) / 4096) + 1e-9
   assert np.all(np.abs(freq - p) <= 5 * sigma), np.abs(freq - p).max()
-  again = data.binarize(tf.constant(values), tf.constant([3, 7], tf.int64)).numpy()
-  other = data.binarize(tf.constant(values), tf.constant([3, 8], tf.int64)).numpy()
+  again = data.binarize(values, tf.constant([3, 7], tf.int64)).numpy()
+  other = data.binarize(values, tf.constant([3, 8], tf.int64)).numpy()
   np.testing.assert_array_equal(out, again)
   assert (out != other).mean() > 0.1
 
