@@ -67,20 +67,24 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(name):
     vae_models.build_vae(cfg("fp16"), (28, 28, 1), 1)
 
 
-@pytest.mark.parametrize("k,shape", [(4, (2, 28, 14, 3)), (3, (2, 14, 7, 2)), (3, (1, 5, 6, 1))])
-def test_fast_strided_conv_equals_flax_conv(k, shape):
+@pytest.mark.parametrize("k,shape,features", [
+    (4, (2, 28, 14, 3), 4), (4, (2, 14, 14, 32), 4), (4, (2, 28, 28, 1), 16), (4, (2, 7, 6, 3), 4),
+    (3, (2, 14, 7, 2), 4), (3, (1, 5, 6, 1), 4)])
+def test_fast_strided_conv_equals_flax_conv(k, shape, features):
+  """Values and both gradients. k=4 on even sizes takes the transposed-convolution input
+  gradient (phases; scatter for 1 input channel and 16 features), the rest the patches one."""
   import flax.linen as nn
   from genimg_jax.models.layers import StridedConv
   x = jax.random.normal(jax.random.PRNGKey(0), shape)
-  ref = nn.Conv(4, (k, k), strides=(2, 2), padding="SAME")
+  ref = nn.Conv(features, (k, k), strides=(2, 2), padding="SAME")
   params = ref.init(jax.random.PRNGKey(1), x)
   params = jax.tree.map(lambda v: jax.random.normal(jax.random.PRNGKey(2), v.shape), params)
   want = ref.apply(params, x)
-  got = StridedConv(4, k).apply(params, x)
+  got = StridedConv(features, k).apply(params, x)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   # and the same gradients (what training uses)
   loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
   g_want = jax.grad(loss(ref.apply), argnums=(0, 1))(params, x)
-  g_got = jax.grad(loss(StridedConv(4, k).apply), argnums=(0, 1))(params, x)
+  g_got = jax.grad(loss(StridedConv(features, k).apply), argnums=(0, 1))(params, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4), g_got, g_want)
