@@ -7,8 +7,8 @@ train.steps_per_call, as launch.py runs it) fed three ways, alternating so that 
 three see the same machine state:
   device:   batches already on the device (the step alone),
   host:     numpy batches (stacked k at a time) put on the mesh each call (parallel.to_global),
-  pipeline: the tf.data input pipeline (data.train_batches), stacked, then to_global, as
-            the loop.
+  pipeline: the tf.data input pipeline (data.train_batches, k batches stacked per element),
+            then to_global, as the loop.
 Then the input pipeline alone: wall and CPU seconds (all threads) per batch.
 """
 import argparse
@@ -38,14 +38,12 @@ def main(argv=None):
   _, init, step = train.compile_fns(task, mesh, k, donate=True)
   state = init(jax.random.PRNGKey(0))
   rng = jax.random.PRNGKey(1)
-  it = data.train_batches(c, 0)
-  for _ in range(-(-data.num_examples(c, c.data.train_split) // c.train.batch_size)):
-    next(it)  # one epoch, so that the dataset cache is filled, as in a long run
-  host = [train.call_input([next(it) for _ in range(k)]) for _ in range(50)]
+  it = data.train_batches(c, 0, stack=k)  # as the loop reads it: one call's k batches at a time
+  host = [next(it) for _ in range(50)]
   dev = [parallel.to_global(b, mesh, k > 1) for b in host]
   feeds = {"device": lambda i: dev[i % 50],
            "host": lambda i: parallel.to_global(host[i % 50], mesh, k > 1),
-           "pipeline": lambda i: parallel.to_global(train.call_input([next(it) for _ in range(k)]), mesh, k > 1)}
+           "pipeline": lambda i: parallel.to_global(next(it), mesh, k > 1)}
   calls = a.steps // k
   print(f"{a.experiment}, batch {c.train.batch_size}, {k} step(s) per call, {jax.devices()[0].platform}:")
   for r in range(a.rounds):
@@ -60,12 +58,12 @@ def main(argv=None):
       print(f"  round {r}: step fed from {name:8s} {1e3 * (time.perf_counter() - t) / (calls * k):7.3f} ms/step",
             flush=True)
   t, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-  for _ in range(a.steps):
+  for _ in range(calls):
     next(it)
   wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
   cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-  print(f"  input pipeline alone: {1e3 * wall / a.steps:.3f} ms/batch wall, "
-        f"{1e3 * cpu / a.steps:.3f} ms/batch CPU (all threads)")
+  print(f"  input pipeline alone: {1e3 * wall / (calls * k):.3f} ms/batch wall, "
+        f"{1e3 * cpu / (calls * k):.3f} ms/batch CPU (all threads)")
 
 
 if __name__ == "__main__":

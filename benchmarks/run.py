@@ -130,8 +130,9 @@ def jax_setup(a):
   stored = np.load(a.batches_file)
   host = [{"image": stored["image"][i], "label": stored["label"][i]}
           for i in range(len(stored["image"]))]
-  groups = [host[i:i + k] for i in range(0, len(host) - k + 1, k)]
-  batches = [parallel.to_global(train.call_input(g), mesh, k > 1) for g in groups]
+  groups = [host[i:i + k] for i in range(0, len(host) - k + 1, k)]  # one call's k batches
+  inputs = [g[0] if k == 1 else {key: np.stack([b[key] for b in g]) for key in g[0]} for g in groups]
+  batches = [parallel.to_global(x, mesh, k > 1) for x in inputs]
   t = time.perf_counter()
   compiled = step.lower(state, batches[0], rng).compile()
   compile_s = time.perf_counter() - t

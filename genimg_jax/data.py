@@ -98,9 +98,21 @@ def _fixed_parallelism(ds):
 
 def _arrays(config, split):
   """A whole split in host memory: {"image": uint8 [N, H, W, C], "label": int32 [N]}
-  (label -1 where the dataset has none), in the dataset's order."""
-  chunks = list(_fixed_parallelism(_load(config, split).batch(8192)).as_numpy_iterator())
-  return {k: np.concatenate([c[k] for c in chunks]) for k in ("image", "label")}
+  (label -1 where the dataset has none), in the dataset's order.
+
+  Read in batches by tfds itself, decoding only these features: MNIST's training split
+  in 2.2-2.4 s instead of 3.0-3.1 s through the per-example map of `_load` (2 CPU cores,
+  2026-11-27, two rounds; the same arrays).
+  """
+  builder = get_builder(config)
+  has_label = "label" in builder.info.features
+  keep = tfds.decode.PartialDecoding({"image": True, **({"label": True} if has_label else {})})
+  ds = builder.as_dataset(split=split, shuffle_files=False, batch_size=8192, decoders=keep)
+  chunks = list(_fixed_parallelism(ds).as_numpy_iterator())
+  image = np.concatenate([c["image"] for c in chunks])
+  label = (np.concatenate([c["label"] for c in chunks]).astype(np.int32) if has_label
+           else np.full(len(image), -1, np.int32))
+  return {"image": image, "label": label}
 
 
 def _load(config, split):
@@ -155,12 +167,19 @@ def _process_rows(batch, global_batch_size):
   return {k: v[start:start + local] for k, v in batch.items()}
 
 
-def train_batches(config, start_step=0, batch_size=None):
-  """Yields this process's numpy rows of the global training batches from `start_step`.
+def train_batches(config, start_index=0, batch_size=None, stack=1, skip=()):
+  """Yields this process's numpy rows of the global training batches from data index
+  `start_index` on.
 
-  Batch s is a pure function of (config.seed, s), so a resumed run sees exactly
-  the batches the uninterrupted run would have. batch_size: global examples per
-  step (default train.batch_size; a GAN with n_critic D steps takes n_critic times that).
+  Batch i is a pure function of (config.seed, i), so a resumed run sees exactly the
+  batches the uninterrupted run would have. batch_size: global examples per step
+  (default train.batch_size; a GAN with n_critic D steps takes n_critic times that).
+  skip: data indices left out of the stream (the batches a non-finite rollback skipped).
+  stack=k: k consecutive batches at a time, as [k, rows, ...] arrays: the input of one
+  compiled call of train.steps_per_call=k steps. Stacking them in tf.data rather than
+  numpy batches in Python (before 2026-11-27): vae_mnist's pipeline at k=10, batch 100,
+  0.96-0.98 -> 0.63-0.70 ms of CPU per batch (2 CPU cores, one process, two rounds),
+  the same arrays.
   """
   global_bs = batch_size or config.train.batch_size
   split = _arrays(config, config.data.train_split)
@@ -171,23 +190,27 @@ def train_batches(config, start_step=0, batch_size=None):
   split = {k: tf.constant(v) for k, v in split.items()}
   seed = int(config.seed)
   buffer = max(1, min(config.data.shuffle_buffer, n))
-  start_example = start_step * global_bs
-  start_epoch, skip = divmod(start_example, n)
+  start_epoch, offset = divmod(start_index * global_bs, n)
 
   def epoch_indices(epoch):
     return tf.data.Dataset.range(n).shuffle(buffer, seed=seed * 1_000_003 + epoch,
                                             reshuffle_each_iteration=False)
 
-  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_indices).skip(skip)
-  ds = ds.batch(global_bs, drop_remainder=True).enumerate(start=start_step)
+  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_indices).skip(offset)
+  ds = ds.batch(global_bs, drop_remainder=True).enumerate(start=start_index)
+  if skip:
+    skipped = tf.constant(sorted(skip), tf.int64)
+    ds = ds.filter(lambda i, _: tf.reduce_all(tf.not_equal(i, skipped)))
 
-  def prepare(step, indices):
+  def prepare(i, indices):
     batch = {k: tf.gather(v, indices) for k, v in split.items()}
-    key = tf.stack([tf.cast(seed, tf.int64), step])
+    key = tf.stack([tf.cast(seed, tf.int64), i])
     batch["image"] = preprocess(batch["image"], config.data.preprocess, key)
     return _process_rows(batch, global_bs)
 
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if stack > 1:
+    ds = ds.batch(stack)
   ds = ds.prefetch(config.data.prefetch)
   return _fixed_parallelism(ds).as_numpy_iterator()
 

@@ -100,13 +100,6 @@ def data_index(steps_done, skipped):
   return i
 
 
-def _batches(config, start_index, batch_size, skipped):
-  """Data batches from `start_index` on, leaving out the skipped indices."""
-  for i, batch in enumerate(data.train_batches(config, start_index, batch_size), start=start_index):
-    if i not in skipped:
-      yield batch
-
-
 class _SigtermFlag:
   """Turns SIGTERM into a flag the loop polls (restored on exit)."""
 
@@ -178,6 +171,12 @@ def run(config, workdir, devices=None):
   total = config.train.steps
   progress = writers.Progress(total, start_step)
   examples_per_step = getattr(task, "examples_per_step", config.train.batch_size)
+
+  def batches_from(steps_done):
+    """Input of each compiled call (k steps' batches, stacked when k > 1) from a step on."""
+    return data.train_batches(config, data_index(steps_done, skipped), examples_per_step,
+                              stack=k, skip=skipped)
+
   t0 = time.time()
   rollbacks = 0
 
@@ -208,17 +207,17 @@ def run(config, workdir, devices=None):
     logging.warning("%s; rolled back to step %d, skipping that step's batch (data index %d); "
                     "rollback %d of at most %d.", msg, start_step, bad_index,
                     rollbacks, config.train.max_rollbacks)
-    batches = _batches(config, data_index(start_step, skipped), examples_per_step, skipped)
+    batches = batches_from(start_step)
     return False
 
-  batches = _batches(config, data_index(start_step, skipped), examples_per_step, skipped)
+  batches = batches_from(start_step)
   last_train = {}
   step = start_step
   with _SigtermFlag() as sigterm:
     while step < total:
       step += k
-      batch = call_input([next(batches) for _ in range(k)])
-      state, metrics = train_step(state, parallel.to_global(batch, mesh, stacked=k > 1), train_rng)
+      state, metrics = train_step(state, parallel.to_global(next(batches), mesh, stacked=k > 1),
+                                  train_rng)
       if step % config.train.log_every == 0 or step == total:
         if not healthy(step, "training"):
           step = start_step
@@ -311,18 +310,6 @@ def multi_step(train_step):
     state, metrics = jax.lax.scan(lambda s, b: train_step(s, b, rng), state, batches)
     return state, jax.tree.map(lambda m: m[-1], metrics)
   return run
-
-
-def stack(batches):
-  """A list of k host batches (dicts of arrays) -> one dict of [k, ...] arrays."""
-  return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
-
-
-def call_input(batches):
-  """The k host batches of one train_step call -> its input: the batch itself when k == 1,
-  else stacked (multi_step's [k, batch, ...]); put it on the mesh with
-  parallel.to_global(..., stacked=k > 1)."""
-  return batches[0] if len(batches) == 1 else stack(batches)
 
 
 def _log_eval(writer, step, metrics, grids):

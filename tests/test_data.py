@@ -69,6 +69,19 @@ def test_stream_equals_a_per_example_shuffle_of_the_split(runlocal_config):
   np.testing.assert_array_equal(next(fast)["image"], next(ref)["image"])
 
 
+def test_stacked_and_skipping_streams_are_the_plain_stream_regrouped(runlocal_config):
+  """stack=k yields k consecutive batches as [k, ...] arrays, and skip leaves those data
+  indices out: what the loop feeds train.steps_per_call=k after a rollback."""
+  c = runlocal_config
+  plain = _take(data.train_batches(c, 3), 8)  # data indices 3..10
+  stacked = _take(data.train_batches(c, 3, stack=3, skip={4, 9}), 2)
+  kept = [b for i, b in enumerate(plain, start=3) if i not in (4, 9)]  # 3, 5, 6, 7, 8, 10
+  for key in ("image", "label"):
+    assert stacked[0][key].shape == (3, *plain[0][key].shape)
+    np.testing.assert_array_equal(np.concatenate([s[key] for s in stacked]),
+                                  np.stack([b[key] for b in kept]))
+
+
 def test_dynamic_binarization(runlocal_config):
   c = runlocal_config
   b = next(data.train_batches(c, 0))

@@ -6,6 +6,7 @@ import signal
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from genimg_jax import checkpoint, tasks, train
 
@@ -34,8 +35,8 @@ def _sigterm_at(monkeypatch, at_step):
   """Makes the data pipeline deliver SIGTERM to this process while step `at_step` runs."""
   real = train.data.train_batches
 
-  def batches(config, start_index=0, batch_size=None):
-    for i, b in enumerate(real(config, start_index, batch_size), start=start_index):
+  def batches(config, start_index=0, batch_size=None, **kwargs):  # one step per call, no skips
+    for i, b in enumerate(real(config, start_index, batch_size, **kwargs), start=start_index):
       if i == at_step - 1:
         os.kill(os.getpid(), signal.SIGTERM)
       yield b
@@ -82,23 +83,25 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
   assert checkpoint.Checkpointer(workdir, 3).latest_step() == 12
 
 
-def _poison(monkeypatch, data_index):
-  real = train.data.train_batches
+def _poison(monkeypatch, config, data_index):
+  """Makes the training batch of `data_index` all NaN, wherever the pipeline yields it
+  (its preprocessing key is [seed, data index]; the test set's is [2**31 - 1, i])."""
+  real = train.data.preprocess
 
-  def batches(config, start_index=0, batch_size=None):
-    for i, b in enumerate(real(config, start_index, batch_size), start=start_index):
-      if i == data_index:
-        b["image"] = b["image"].copy()
-        b["image"][0, 0, 0, 0] = np.nan
-      yield b
+  def preprocess(image, mode, key):
+    x = real(image, mode, key)
+    hit = tf.logical_and(tf.equal(key[0], config.seed), tf.equal(key[1], data_index))
+    return tf.where(hit, tf.fill(tf.shape(x), float("nan")), x)
 
-  monkeypatch.setattr(train.data, "train_batches", batches)
+  monkeypatch.setattr(train.data, "preprocess", preprocess)
 
 
-def test_nonfinite_rollback_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("steps_per_call", [1, 2])
+def test_nonfinite_rollback_skips_the_batch_and_goes_on(tmp_path, monkeypatch, steps_per_call):
   c = _config("vae_mnist")
   c.train.on_nonfinite = "rollback"
-  _poison(monkeypatch, 5)  # the batch of step 6
+  c.train.steps_per_call = steps_per_call
+  _poison(monkeypatch, c, 5)  # the batch of step 6
   r = train.run(c, str(tmp_path))
   assert r["skipped_batches"] == [5]
   assert np.isfinite(r["train_metrics"]["loss"]) and r["steps"] == 12
@@ -108,7 +111,7 @@ def test_nonfinite_rollback_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
 
 def test_nonfinite_stop_is_the_default(tmp_path, monkeypatch):
   c = _config("vae_mnist")
-  _poison(monkeypatch, 5)
+  _poison(monkeypatch, c, 5)
   with pytest.raises(train.NonFiniteLossError, match="at step 6 "):
     train.run(c, str(tmp_path))
   assert checkpoint.Checkpointer(str(tmp_path), 3).latest_step() == 4
