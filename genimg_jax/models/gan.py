@@ -7,10 +7,10 @@ Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 * DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions (computed as
   4 phase convolutions of 2x2, or for the image-output layer as one matmul plus
   col2im: see layers.ConvTranspose4x4s2), BatchNorm and ReLU in G,
-  tanh output; 4x4 stride-2 convolutions (layers.StridedConv, an equivalent whose
-  gradients XLA:CPU computes much faster: gan_mnist step at batch 256 measured 4.2 s
-  before, 1.28 s after) and LeakyReLU in D. Sized for 28x28 (7x7 seed)
-  and 32x32 (4x4 seed).
+  tanh output; 4x4 stride-2 convolutions (layers.StridedConv: nn.Conv's function with
+  gradients written in forms XLA:CPU computes fast; gan_mnist step at batch 256 measured
+  4.2 s with nn.Conv, 1.28 s with the first form, 2026-11-21; see its docstring for the
+  current one) and LeakyReLU in D. Sized for 28x28 (7x7 seed) and 32x32 (4x4 seed).
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
 
 `d_norm` picks the discriminator's normalization: "none", "spectral" (spectral
