@@ -11,6 +11,7 @@ def _take(it, n):
 
 def test_batches_are_a_function_of_seed_and_step(runlocal_config):
   c = runlocal_config
+  c.data.train_split = "train[:1000]"  # (the test reads the split 5 times)
   first = _take(data.train_batches(c, 0), 4)
   again = _take(data.train_batches(c, 0), 4)
   resumed = _take(data.train_batches(c, 2), 2)
@@ -73,6 +74,7 @@ def test_stacked_and_skipping_streams_are_the_plain_stream_regrouped(runlocal_co
   """stack=k yields k consecutive batches as [k, ...] arrays, and skip leaves those data
   indices out: what the loop feeds train.steps_per_call=k after a rollback."""
   c = runlocal_config
+  c.data.train_split = "train[:1000]"
   plain = _take(data.train_batches(c, 3), 8)  # data indices 3..10
   stacked = _take(data.train_batches(c, 3, stack=3, skip={4, 9}), 2)
   kept = [b for i, b in enumerate(plain, start=3) if i not in (4, 9)]  # 3, 5, 6, 7, 8, 10
@@ -84,6 +86,7 @@ def test_stacked_and_skipping_streams_are_the_plain_stream_regrouped(runlocal_co
 
 def test_dynamic_binarization(runlocal_config):
   c = runlocal_config
+  c.data.train_split = "train[:1000]"
   b = next(data.train_batches(c, 0))
   assert b["image"].shape == (100, 28, 28, 1) and b["image"].dtype == np.float32
   assert set(np.unique(b["image"])) <= {0.0, 1.0}

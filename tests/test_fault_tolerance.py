@@ -96,11 +96,11 @@ def _poison(monkeypatch, config, data_index):
   monkeypatch.setattr(train.data, "preprocess", preprocess)
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 2])
-def test_nonfinite_rollback_skips_the_batch_and_goes_on(tmp_path, monkeypatch, steps_per_call):
+def test_nonfinite_rollback_skips_the_batch_and_goes_on(tmp_path, monkeypatch):
+  """With 2 steps per call, so the pipeline both leaves the batch out and stacks the rest."""
   c = _config("vae_mnist")
   c.train.on_nonfinite = "rollback"
-  c.train.steps_per_call = steps_per_call
+  c.train.steps_per_call = 2
   _poison(monkeypatch, c, 5)  # the batch of step 6
   r = train.run(c, str(tmp_path))
   assert r["skipped_batches"] == [5]
