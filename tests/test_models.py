@@ -68,7 +68,7 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(name):
 
 
 @pytest.mark.parametrize("k,shape,features", [
-    (4, (2, 28, 14, 3), 4), (4, (2, 14, 14, 32), 4), (4, (2, 28, 28, 1), 16), (4, (2, 7, 6, 3), 4),
+    (4, (2, 28, 14, 3), 4), (4, (2, 28, 28, 1), 16), (4, (2, 7, 6, 3), 4),
     (3, (2, 14, 7, 2), 4), (3, (1, 5, 6, 1), 4)])
 def test_fast_strided_conv_equals_flax_conv(k, shape, features):
   """Values and both gradients. k=4 on even sizes takes the transposed-convolution input

@@ -177,7 +177,8 @@ def strided_conv(x_BHWC, kernel):
   VJP) because XLA:CPU's autodiff forms of them are slow inside a train step:
   * kernel gradient: XLA's transpose is a convolution with the batch as features and
     the output map as (dilated) window, which inside the gan_mnist step it leaves in a
-    non-canonical layout and runs in a naive loop (~10x slower whole step). Here the
+    non-canonical layout and runs in a naive loop (whole steps with plain lax
+    convolutions in D: 102-112 vs 836-1,006 img/s at batch 256). Here the
     same convolution is written with its operands transposed to the canonical
     NHWC / HWIO layouts (the input's channels as batch, its batch as features).
   * input gradient: for k = 4 on even sizes it is the 4x4 stride-2 transposed
@@ -201,7 +202,7 @@ def _strided_conv_fwd(x_BHWC, kernel):
 def _strided_conv_bwd(residuals, dy_BHWF):
   x, kernel = residuals
   k, cin, F = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-  B, H, W, _ = x.shape
+  H, W = x.shape[1:3]
   # Kernel gradient: dk[i, j, c, f] = sum_{b, p, q} xpad[b, 2p + i, 2q + j, c] dy[b, p, q, f],
   # a stride-1 convolution of xpad (as [cin, Hp, Wp, B]) with dy (as [oh, ow, B, F]) dilated
   # by 2; its output is exactly [cin, k, k, F].
