@@ -127,11 +127,10 @@ def jax_setup(a):
   _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate),  # as launch.py runs it
                                     compiler_options={} if a.xla_defaults else None)
   state = init(rng)
-  stored = np.load(a.batches_file)
-  host = [{"image": stored["image"][i], "label": stored["label"][i]}
-          for i in range(len(stored["image"]))]
-  groups = [host[i:i + k] for i in range(0, len(host) - k + 1, k)]  # one call's k batches
-  inputs = [g[0] if k == 1 else {key: np.stack([b[key] for b in g]) for key in g[0]} for g in groups]
+  stored = np.load(a.batches_file)  # write_batches: [count, batch, ...]
+  # a call's input: one batch (k = 1), or k consecutive ones stacked, which is a slice of them
+  inputs = [{key: stored[key][i] if k == 1 else stored[key][i:i + k] for key in ("image", "label")}
+            for i in range(0, len(stored["image"]) - k + 1, k)]
   batches = [parallel.to_global(x, mesh, k > 1) for x in inputs]
   t = time.perf_counter()
   compiled = step.lower(state, batches[0], rng).compile()
