@@ -24,7 +24,6 @@ def base_config():
   c.data.preprocess = "binarize"
   c.data.shuffle_buffer = 60_000     # >= dataset size: a full shuffle
   c.data.prefetch = 2                # batches prepared ahead on the host
-  c.data.cache = True                # keep decoded eval images in host memory (train: always)
   c.data.data_dir = ""               # "" = tfds default / $TFDS_DATA_DIR
 
   c.model = ml_collections.ConfigDict()

@@ -12,9 +12,14 @@ if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_shared):
 sys.path.insert(0, ROOT)
 # Many tests compile the same small programs (in-process and in launch.py subprocesses,
 # which inherit these variables): a persistent compilation cache compiles each once.
+# One cache per pytest process, removed when that process exits (they were left in /tmp
+# before 2026-11-27, ~14 MB a run).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import atexit
+  import shutil
   import tempfile
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="genimg_jax_xla_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest  # noqa: E402

@@ -123,6 +123,14 @@ def test_eval_batches_cover_the_split_once_with_a_mask(runlocal_config):
   assert batches[-1]["mask"].tolist() == [1.0] * 8 + [0.0] * 56
   again = list(data.eval_batches(c, num_examples_limit=200))
   np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
+  # the split's first 200 examples in its order (the per-example read's), zeros after them
+  ref = next(data._load(c, c.data.eval_split).batch(200).as_numpy_iterator())
+  labels = np.concatenate([b["label"] for b in batches])
+  np.testing.assert_array_equal(labels[:200], ref["label"])
+  assert not labels[200:].any() and not batches[-1]["image"][8:].any()
+  c.data.preprocess = "unit"
+  unit = np.concatenate([b["image"] for b in data.eval_batches(c, num_examples_limit=200)])
+  np.testing.assert_array_equal(unit[:200], ref["image"] / np.float32(255))
 
 
 def test_missing_dataset_error_names_dataset_dir_and_env(runlocal_config, tmp_path, monkeypatch):

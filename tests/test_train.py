@@ -93,6 +93,24 @@ def test_cpu_convolutions_are_compiled_by_xla_not_ynnpack():
     np.testing.assert_allclose(ours, xlas, rtol=1e-4, atol=1e-2)
 
 
+def test_init_compiled_for_once_gives_the_same_state():
+  """compile_fns compiles init with parallel.once_compiler_options (LLVM level 1 on CPU):
+  the state must be the same, bit for bit, as at XLA's default level."""
+  from experiments import vae_mnist
+  from genimg_jax import parallel
+  c = vae_mnist.get_config("runlocal")
+  c.experiment = "vae_mnist"
+  task = tasks.build_task(c)
+  opts = parallel.compiler_options()
+  once = parallel.once_compiler_options(opts)
+  assert once == {**opts, "xla_backend_optimization_level": 1}
+  states = [jax.jit(task.init_state, compiler_options=o)(jax.random.PRNGKey(3)) for o in (once, opts)]
+  leaves = jax.tree.leaves(states[0])
+  assert len(leaves) > 10 and any(np.asarray(l).std() > 0 for l in leaves)  # random weights
+  for a, b in zip(leaves, jax.tree.leaves(states[1])):
+    np.testing.assert_array_equal(a, b)
+
+
 def _ynnpack_ops(compiled):
   """The jax ops (by op_name) that a compiled program hands to YNNPACK."""
   calls = [l for l in compiled.as_text().splitlines() if "ynn_fusion" in l and "kind=kCustom" in l]

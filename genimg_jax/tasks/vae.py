@@ -130,9 +130,10 @@ class VAETask:
       first = batch if first is None else first
     metrics = self.finalize_eval(parallel.fetch(sums), k)
     n = e.grid_size**2
-    samples = jax.jit(self.sample_images, static_argnums=2, compiler_options=parallel.compiler_options())(
+    once = parallel.once_compiler_options(parallel.compiler_options())  # one grid per evaluation
+    samples = jax.jit(self.sample_images, static_argnums=2, compiler_options=once)(
         state.params, jax.random.PRNGKey(self.config.seed + 1), n)
-    x, xr = jax.jit(self.reconstruct, compiler_options=parallel.compiler_options())(state.params, first["image"])
+    x, xr = jax.jit(self.reconstruct, compiler_options=once)(state.params, first["image"])
     x, xr = parallel.fetch((x, xr))
     grids = {"samples": images.make_grid(images.to_uint8(parallel.fetch(samples)), e.grid_size),
              "reconstructions": self.recon_grid(x[:n], xr[:n], e.grid_size)}
