@@ -9,6 +9,14 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
+def _per_example_split(c, split):
+  """The reference read of a split: tfds' examples one by one, {"image": uint8, "label":
+  int32}, in the dataset's order (how data.py read splits until 2026-11-27)."""
+  import tensorflow as tf
+  ds = data.get_builder(c).as_dataset(split=split, shuffle_files=False)
+  return ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)})
+
+
 def test_batches_are_a_function_of_seed_and_step(runlocal_config):
   c = runlocal_config
   c.data.train_split = "train[:1000]"  # (the test reads the split 5 times)
@@ -42,7 +50,7 @@ def _per_example_batches(c, global_bs, start_step):
   """The reference form of the stream: tf.data shuffles the examples themselves (the
   pipeline before 2026-11-22, which the recorded runs used)."""
   import tensorflow as tf
-  ds = data._load(c, c.data.train_split)
+  ds = _per_example_split(c, c.data.train_split)
   n = data.num_examples(c, c.data.train_split)
   seed = int(c.seed)
   epoch_ds = lambda e: ds.shuffle(min(c.data.shuffle_buffer, n), seed=seed * 1_000_003 + e,
@@ -124,7 +132,7 @@ def test_eval_batches_cover_the_split_once_with_a_mask(runlocal_config):
   again = list(data.eval_batches(c, num_examples_limit=200))
   np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
   # the split's first 200 examples in its order (the per-example read's), zeros after them
-  ref = next(data._load(c, c.data.eval_split).batch(200).as_numpy_iterator())
+  ref = next(_per_example_split(c, c.data.eval_split).batch(200).as_numpy_iterator())
   labels = np.concatenate([b["label"] for b in batches])
   np.testing.assert_array_equal(labels[:200], ref["label"])
   assert not labels[200:].any() and not batches[-1]["image"][8:].any()
