@@ -15,8 +15,9 @@ ratios taken round by round, because this VM's speed drifts between minutes):
     achieved FLOP/s as a fraction of the matmul peak measured in the same run.
   * variants of the jax step, to show what each choice buys: train.steps_per_call
     (lax.scan over stacked batches), no buffer donation, a host sync every step
-    (fetching the metrics, which the loop does only every log_every steps), and
-    model.dtype=bfloat16 (VAE networks).
+    (fetching the metrics, which the loop does only every log_every steps),
+    model.dtype=bfloat16 (VAE networks), XLA's default options, and the project's
+    options with XLA:CPU's default copy insertion (no region analysis).
   * torch rows: the same networks, optimizer and batches in PyTorch
     (benchmarks/torch_nets.py), eager and torch.compile.
   * matmul: float32 and bfloat16 GEMM peak of jax and torch on this machine.
@@ -44,6 +45,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = ("vae_mnist", "vae_mnist_conv", "gan_mnist")
+REGION_ANALYSIS = "xla_cpu_copy_insertion_use_region_analysis"  # see genimg_jax/parallel.py
 
 
 def peak_rss_mib():
@@ -124,8 +126,12 @@ def jax_setup(a):
   mesh = parallel.make_mesh()
   rng = jax.random.PRNGKey(0)
   k = a.steps_per_call
-  _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate),  # as launch.py runs it
-                                    compiler_options={} if a.xla_defaults else None)
+  options = None  # parallel.compiler_options(): as launch.py runs it
+  if a.xla_defaults:
+    options = {}
+  elif a.drop_option:
+    options = {o: v for o, v in (parallel.compiler_options() or {}).items() if o != a.drop_option}
+  _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate), compiler_options=options)
   state = init(rng)
   stored = np.load(a.batches_file)  # write_batches: [count, batch, ...]
   # a call's input: one batch (k = 1), or k consecutive ones stacked, which is a slice of them
@@ -413,6 +419,7 @@ def main(argv=None):
   p.add_argument("--serve", type=int, default=0, help="time on request (measure_together)")
   p.add_argument("--xla_defaults", type=int, default=0, help="XLA's own compiler options, not "
                  "parallel.compiler_options() (on CPU: YNNPACK convolutions)")
+  p.add_argument("--drop_option", default="", help="parallel.compiler_options() less this one")
   a = p.parse_args(argv)
   if a.worker:
     if a.serve:
@@ -460,7 +467,8 @@ def main(argv=None):
       variant_names = []
       if b in variant_batches:
         var_kw = {"no_donation": {"donate": 0}, "sync_every_step": {"sync_every_call": 1},
-                  "xla_default_options": {"xla_defaults": 1}}
+                  "xla_default_options": {"xla_defaults": 1},
+                  "xla_default_copy_insertion": {"drop_option": REGION_ANALYSIS}}
         if net in a.scan_networks.split(","):
           var_kw[f"steps_per_call={k}"] = {"steps_per_call": k}
         if net.startswith("vae"):

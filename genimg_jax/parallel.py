@@ -48,8 +48,20 @@ def replicated(mesh):
 # vae_mnist_conv 0.88-1.28x per round and the Inception-v3 no clear change; gan_mnist
 # batch 64 slower, 0.70-0.91x and 0.86-1.08x per round in two runs.) Other platforms: no
 # options.
+#
+# And XLA:CPU's copy insertion with region analysis (2026-11-27). With the state donated,
+# each output buffer is its input's, and XLA:CPU's default copy insertion copied every
+# parameter and both Adam moments of the MLP VAE at the start of each step (21 copies of
+# parameter-sized arrays, 25% of the time its profile attributes to ops at batch 256):
+# the update of a parameter and that of its moments are separate fusions that each read
+# the old moments, and without the analysis XLA does not order them so that the in-place
+# writes come last (openxla/xla issue 20440 is this case). With it, none of those copies;
+# the state after a step is the same bit for bit (tests/test_train.py). Whole steps, same
+# process, alternating rounds (python -m benchmarks.options_ab; benchmarks/README.md,
+# "What each change buys"): see there for the numbers per network and batch.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
-                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+                        "xla_cpu_copy_insertion_use_region_analysis": True}
 
 
 @functools.cache

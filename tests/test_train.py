@@ -1,9 +1,11 @@
 """The training loop in-process on 4 fake CPU devices: sharding, tracing, non-finite losses."""
+import re
+
 import jax
 import numpy as np
 import pytest
 
-from genimg_jax import tasks, train
+from genimg_jax import data, tasks, train
 
 
 def test_same_loss_on_1_and_4_devices(runlocal_config, tmp_path):
@@ -108,6 +110,38 @@ def test_init_compiled_for_once_gives_the_same_state():
   leaves = jax.tree.leaves(states[0])
   assert len(leaves) > 10 and any(np.asarray(l).std() > 0 for l in leaves)  # random weights
   for a, b in zip(leaves, jax.tree.leaves(states[1])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_train_step_updates_the_donated_state_in_place_with_the_same_bits():
+  """parallel.compiler_options() has XLA:CPU's copy insertion use region analysis: the
+  compiled step then copies none of the donated parameters and Adam moments (XLA's default
+  copies each of them every step), and the state it computes is the same, bit for bit."""
+  from experiments import vae_mnist
+  from genimg_jax import parallel
+  c = vae_mnist.get_config("runlocal")
+  c.experiment = "vae_mnist"
+  task = tasks.build_task(c)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  opts = parallel.compiler_options()
+  without = {k: v for k, v in opts.items() if k != "xla_cpu_copy_insertion_use_region_analysis"}
+  assert without != opts
+  batch = next(data.train_batches(c, 0))
+  states = []
+  for o in (opts, without):
+    _, init, step = train.compile_fns(task, mesh, compiler_options=o)
+    state, rng = init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
+    g = parallel.to_global(batch, mesh)
+    text = step.lower(state, g, rng).compile().as_text()
+    kernels = {str(list(l.shape)).replace(" ", "")[1:-1] for l in jax.tree.leaves(state.params)
+               if l.ndim == 2}
+    states.append(([s for s in re.findall(r"= f32\[([\d,]+)\]\S* copy\(", text) if s in kernels], []))
+    for _ in range(3):
+      state, _ = step(state, g, rng)
+    states[-1][1].extend(jax.tree.leaves(jax.device_get(state)))
+  (copied, leaves), (copied_without, leaves_without) = states
+  assert copied == [] and len(copied_without) >= 3 * 2  # the kernels, their mu and nu
+  for a, b in zip(leaves, leaves_without):
     np.testing.assert_array_equal(a, b)
 
 
