@@ -72,18 +72,22 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
 def compiler_options():
   """XLA options for this project's jitted functions on the default backend, or None.
 
-  CPU_COMPILER_OPTIONS on CPU when this jaxlib knows them (checked once by compiling a
-  one-op function; a jaxlib without the option gets XLA's defaults and a warning).
+  On CPU, those of CPU_COMPILER_OPTIONS that this jaxlib knows (each checked once by
+  compiling a one-op function with it; an option this XLA lacks is left out, with a
+  warning, and the others kept).
   """
   if jax.default_backend() != "cpu":
     return None
-  try:
-    jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS)(np.float32(0))
-  except Exception as e:  # an option this XLA does not have: fall back to its defaults
-    logging.warning("XLA:CPU options %s not accepted (%s); using XLA's defaults.",
-                    CPU_COMPILER_OPTIONS, str(e).splitlines()[0][:200])
-    return None
-  return dict(CPU_COMPILER_OPTIONS)
+  accepted = {}
+  for name, value in CPU_COMPILER_OPTIONS.items():
+    try:
+      jax.jit(lambda x: x + 1, compiler_options={name: value})(np.float32(0))
+    except Exception as e:  # an option this XLA does not have: leave it out
+      logging.warning("XLA:CPU option %s=%s not accepted (%s); leaving it out.",
+                      name, value, str(e).splitlines()[0][:200])
+      continue
+    accepted[name] = value
+  return accepted or None
 
 
 # Functions that run once per process, like the state's initialization, gain nothing from

@@ -95,6 +95,17 @@ def test_cpu_convolutions_are_compiled_by_xla_not_ynnpack():
     np.testing.assert_allclose(ours, xlas, rtol=1e-4, atol=1e-2)
 
 
+def test_compiler_options_leave_out_only_an_option_xla_lacks(monkeypatch):
+  from genimg_jax import parallel
+  known = dict(parallel.CPU_COMPILER_OPTIONS)
+  monkeypatch.setattr(parallel, "CPU_COMPILER_OPTIONS", {**known, "xla_cpu_no_such_option": True})
+  parallel.compiler_options.cache_clear()
+  try:
+    assert parallel.compiler_options() == known
+  finally:
+    parallel.compiler_options.cache_clear()
+
+
 def test_init_compiled_for_once_gives_the_same_state():
   """compile_fns compiles init with parallel.once_compiler_options (LLVM level 1 on CPU):
   the state must be the same, bit for bit, as at XLA's default level."""
