@@ -138,21 +138,19 @@ def test_train_step_updates_the_donated_state_in_place_with_the_same_bits():
   without = {k: v for k, v in opts.items() if k != "xla_cpu_copy_insertion_use_region_analysis"}
   assert without != opts
   batch = next(data.train_batches(c, 0))
-  states = []
+  copied, leaves = [], []  # per options: copies of weight-matrix-shaped arrays, final state
   for o in (opts, without):
     _, init, step = train.compile_fns(task, mesh, compiler_options=o)
     state, rng = init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
     g = parallel.to_global(batch, mesh)
     text = step.lower(state, g, rng).compile().as_text()
-    kernels = {str(list(l.shape)).replace(" ", "")[1:-1] for l in jax.tree.leaves(state.params)
-               if l.ndim == 2}
-    states.append(([s for s in re.findall(r"= f32\[([\d,]+)\]\S* copy\(", text) if s in kernels], []))
+    kernels = {",".join(map(str, l.shape)) for l in jax.tree.leaves(state.params) if l.ndim == 2}
+    copied.append([s for s in re.findall(r"= f32\[([\d,]+)\]\S* copy\(", text) if s in kernels])
     for _ in range(3):
       state, _ = step(state, g, rng)
-    states[-1][1].extend(jax.tree.leaves(jax.device_get(state)))
-  (copied, leaves), (copied_without, leaves_without) = states
-  assert copied == [] and len(copied_without) >= 3 * 2  # the kernels, their mu and nu
-  for a, b in zip(leaves, leaves_without):
+    leaves.append(jax.tree.leaves(jax.device_get(state)))
+  assert copied[0] == [] and len(copied[1]) >= 3 * 2  # the kernels, their mu and nu
+  for a, b in zip(*leaves):
     np.testing.assert_array_equal(a, b)
 
 
