@@ -67,6 +67,28 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(name):
     vae_models.build_vae(cfg("fp16"), (28, 28, 1), 1)
 
 
+@pytest.mark.parametrize("method,k,features", [(None, 3, 1), ("scatter", 4, 2), (None, 3, 16)])
+def test_conv_equals_flax_conv(method, k, features):
+  """Values, both gradients and parameter names; None picks scatter for 1 feature from 16
+  channels (the VAE decoder's output layer), conv for 16."""
+  import flax.linen as nn
+  from genimg_jax.models.layers import Conv, conv_method
+  assert conv_method(16, 1, 3) == "scatter" and conv_method(16, 16, 3) == "conv"
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 16))
+  ref = nn.Conv(features, (k, k), padding="SAME")
+  params = ref.init(jax.random.PRNGKey(1), x)
+  params = jax.tree.map(lambda v: jax.random.normal(jax.random.PRNGKey(2), v.shape), params)
+  fast = Conv(features, k, method=method)
+  assert jax.tree.map(jnp.shape, fast.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+  want, got = ref.apply(params, x), fast.apply(params, x)
+  assert got.shape == want.shape == (2, 7, 6, features)
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+  loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+  g_want = jax.jit(jax.grad(loss(ref.apply), argnums=(0, 1)))(params, x)
+  g_got = jax.jit(jax.grad(loss(fast.apply), argnums=(0, 1)))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4), g_got, g_want)
+
+
 @pytest.mark.parametrize("k,shape,features", [
     (4, (2, 28, 14, 3), 4), (4, (2, 28, 28, 1), 16), (4, (2, 7, 6, 3), 4),
     (3, (2, 14, 7, 2), 4), (3, (1, 5, 6, 1), 4)])

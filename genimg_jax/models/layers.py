@@ -122,6 +122,78 @@ def auto_method(in_features, features):
   return "scatter" if 16 * features <= in_features else "phases"
 
 
+class Conv(nn.Module):
+  """A k x k, stride-1, SAME convolution; for few output features in a form XLA:CPU runs fast.
+
+  Same parameters ("kernel" [k, k, cin, features], "bias"), outputs and auto-name
+  ("Conv_i") as nn.Conv(features, (k, k), padding="SAME") (tests/test_models.py checks
+  values and gradients). Forms (`conv2d`):
+
+  * "conv": XLA's convolution (lax.conv_general_dilated), as nn.Conv.
+  * "scatter": the input times the kernel of all k*k taps as one matrix multiply
+    ([B*H*W, cin] x [cin, k*k*features]), then each tap's product added at its output
+    place (col2im, as ConvTranspose4x4s2's scatter form); its gradients are a matmul
+    contracting over the k*k*features columns, one contracting over the pixels, and
+    shifted slices.
+
+  method None (default) picks "scatter" when k*k*features <= 2*cin (`conv_method`), else
+  "conv": XLA:CPU runs a convolution with few output features slowly (16 -> 1 channels at
+  28x28, batch 256: 11.5 ms forward, ~5 GFLOP/s), and the scatter form's forward slowly
+  once features reach ~3 (its gradients stay fast). `python -m benchmarks.conv_ab layer`
+  (2 CPU cores, 2026-11-28; batch 256, ms per call, forward / both gradients, conv vs
+  scatter): 16 -> 1 at 28x28 11.5 / 18.5 vs 2.7 / 5.2; 16 -> 2 13.4 / 23.0 vs 6.0 / 8.3;
+  16 -> 3 11.4 / 23.0 vs 20.9 / 7.9; 16 -> 6 10.2 / 30.1 vs 40.8 / 11.2 (conv picked);
+  32 -> 1 at 32x32 16.0 / 41.1 vs 5.1 / 15.2; 32 -> 6 31.1 / 55.2 vs 58.0 / 39.3 (about
+  even, scatter picked; in an earlier run 32.2 / 64.6 vs 68.1 / 36.2); 16 -> 16 at 28x28
+  12.4 / 37.4 vs 113 / 107 (conv picked).
+  vae_mnist_conv's decoder output layer (16 -> 1) as scatter, whole train steps
+  (`python -m benchmarks.conv_ab step vae_mnist_conv B`, 6 alternating rounds, median
+  per-round ratio to conv everywhere): batch 64 1.14x (1.08-1.34), 256 1.14x
+  (1.02-1.27), 1024 1.16x (1.02-1.19).
+  """
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  dtype: Any = None  # compute dtype (None: that of the input)
+  method: Any = None  # conv | scatter | None (conv_method decides)
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x_BHWC.shape[-1], self.features))
+    if self.dtype is not None:
+      x_BHWC, kernel = x_BHWC.astype(self.dtype), kernel.astype(self.dtype)
+    y = conv2d(x_BHWC, kernel, self.method)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
+    return y
+
+
+def conv_method(in_features, features, kernel_size):
+  """Conv's form when none is given (see its docstring)."""
+  return "scatter" if kernel_size**2 * features <= 2 * in_features else "conv"
+
+
+def conv2d(x_BHWC, kernel, method=None):
+  """Conv without its bias: x [B, H, W, cin], kernel [k, k, cin, F] -> [B, H, W, F],
+  stride 1, SAME padding as lax's. method: conv | scatter | None (conv_method)."""
+  k, _, cin, F = kernel.shape
+  method = method or conv_method(cin, F, k)
+  pads = ((k - 1) // 2, k // 2)
+  if method == "conv":
+    return jax.lax.conv_general_dilated(x_BHWC, kernel, (1, 1), (pads, pads),
+                                        dimension_numbers=_NHWC)
+  if method != "scatter":
+    raise ValueError(f"Unknown Conv method {method!r}; allowed: conv, scatter")
+  B, H, W, _ = x_BHWC.shape
+  # z[b, p, q, i, j] = x[b, p, q] . kernel[i, j]; output (h, w) takes tap (i, j) from the
+  # input pixel (h + i - pads[0], w + j - pads[0]).
+  z = x_BHWC.reshape(B * H * W, cin) @ kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * F)
+  z = jnp.pad(z.reshape(B, H, W, k, k, F), ((0, 0), pads, pads, (0, 0), (0, 0), (0, 0)))
+  return sum(z[:, i:i + H, j:j + W, i, j] for i in range(k) for j in range(k))
+
+
 class StridedConv(nn.Module):
   """A k x k, stride-2, SAME convolution whose gradients XLA:CPU computes fast.
 
