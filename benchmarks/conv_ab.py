@@ -69,16 +69,7 @@ def step(net, batch, rounds):
       for i in range(3):
         state, _ = fn(state, batches[i], rng)
       runs[name] = [fn, jax.block_until_ready(state), rng]
-  n, rates = max(4, 3072 // batch), {name: [] for name in runs}
-  for rnd in range(rounds):
-    for name in (list(runs) if rnd % 2 == 0 else list(runs)[::-1]):
-      fn, state, rng = runs[name]
-      t = time.perf_counter()
-      for i in range(n):
-        state, _ = fn(state, batches[i % 4], rng)
-      runs[name][1] = jax.block_until_ready(state)
-      rates[name].append(n * batch / (time.perf_counter() - t))
-    print(f"round {rnd}: " + ", ".join(f"{k} {r[-1]:,.0f} img/s" for k, r in rates.items()), flush=True)
+  rates = bench.alternate_in_process(runs, batches, rounds, max(4, 3072 // batch), batch)
   ratios = [a / b for a, b in zip(rates["default"], rates["conv"])]
   print(f"{net} batch {batch}, default / conv: per round {' / '.join(f'{r:.2f}' for r in ratios)}, "
         f"median {np.median(ratios):.2f}")

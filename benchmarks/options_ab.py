@@ -60,17 +60,7 @@ def main(argv):
   t = time.perf_counter()
   runs["project"][1] = jax.block_until_ready(step(state, batches[0], rng)[0])
   calls = max(3, int(1.0 / (time.perf_counter() - t)))
-  rates = {name: [] for name in runs}
-  for rnd in range(rounds):
-    for name in (list(runs) if rnd % 2 == 0 else list(runs)[::-1]):
-      step, state, rng = runs[name]
-      t = time.perf_counter()
-      for i in range(calls):
-        state, _ = step(state, batches[i % 4], rng)
-      jax.block_until_ready(state)
-      runs[name][1] = state
-      rates[name].append(calls * k * batch / (time.perf_counter() - t))
-    print(f"round {rnd}: " + ", ".join(f"{n} {r[-1]:,.0f} img/s" for n, r in rates.items()), flush=True)
+  rates = bench.alternate_in_process(runs, batches, rounds, calls, k * batch)
   ratios = [a / b for a, b in zip(rates["project"], rates["without"])]
   print(f"{net} batch {batch}, {k} step(s) per call, project / without {option}: per round "
         f"{' / '.join(f'{r:.2f}' for r in ratios)}, median {np.median(ratios):.2f}")

@@ -344,6 +344,25 @@ def paired_ratio(a, b):
   return statistics.median(x / y for x, y in zip(a["rates"], b["rates"]))
 
 
+
+def alternate_in_process(runs, batches, rounds, calls, images_per_call):
+  """Train steps compiled in this process, timed in alternating rounds (order reversed
+  every other round): runs {name: [step, state, rng]}, each round `calls` calls per run
+  over `batches` in turn; each run's state is carried on. Prints each round; returns
+  {name: [images/second per round]}. For in-process A/B tools (options_ab, conv_ab)."""
+  import jax
+  rates = {name: [] for name in runs}
+  for rnd in range(rounds):
+    for name in (list(runs) if rnd % 2 == 0 else list(runs)[::-1]):
+      step, state, rng = runs[name]
+      t = time.perf_counter()
+      for i in range(calls):
+        state, _ = step(state, batches[i % len(batches)], rng)
+      runs[name][1] = jax.block_until_ready(state)
+      rates[name].append(calls * images_per_call / (time.perf_counter() - t))
+    print(f"round {rnd}: " + ", ".join(f"{n} {r[-1]:,.0f} img/s" for n, r in rates.items()), flush=True)
+  return rates
+
 def launch_row(args):
   """launch.py --experiment=vae_mnist end to end, shortened to --launch_steps."""
   workdir = tempfile.mkdtemp(prefix="bench_launch_")

@@ -68,14 +68,20 @@ class ConvTranspose4x4s2(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC):
-    cin = x_BHWC.shape[-1]
-    k = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, cin, self.features))
-    if self.dtype is not None:
-      x_BHWC, k = x_BHWC.astype(self.dtype), k.astype(self.dtype)
-    y = conv_transpose_4x4s2(x_BHWC, k, self.method)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
-    return y
+    return _with_params(self, x_BHWC, 4, lambda x, k: conv_transpose_4x4s2(x, k, self.method))
+
+
+def _with_params(layer, x_BHWC, k, fn):
+  """fn(x, kernel) with nn.Conv's parameters: "kernel" [k, k, cin, layer.features]
+  (lecun_normal) and, if layer.use_bias, "bias" (zeros); computed in layer.dtype if set."""
+  kernel = layer.param("kernel", nn.initializers.lecun_normal(),
+                       (k, k, x_BHWC.shape[-1], layer.features))
+  if layer.dtype is not None:
+    x_BHWC, kernel = x_BHWC.astype(layer.dtype), kernel.astype(layer.dtype)
+  y = fn(x_BHWC, kernel)
+  if layer.use_bias:
+    y = y + layer.param("bias", nn.initializers.zeros, (layer.features,)).astype(y.dtype)
+  return y
 
 
 def conv_transpose_4x4s2(x_BHWC, kernel, method=None):
@@ -159,15 +165,7 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC):
-    k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x_BHWC.shape[-1], self.features))
-    if self.dtype is not None:
-      x_BHWC, kernel = x_BHWC.astype(self.dtype), kernel.astype(self.dtype)
-    y = conv2d(x_BHWC, kernel, self.method)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
-    return y
+    return _with_params(self, x_BHWC, self.kernel_size, lambda x, k: conv2d(x, k, self.method))
 
 
 def conv_method(in_features, features, kernel_size):
@@ -209,15 +207,7 @@ class StridedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC):
-    k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x_BHWC.shape[-1], self.features))
-    if self.dtype is not None:
-      x_BHWC, kernel = x_BHWC.astype(self.dtype), kernel.astype(self.dtype)
-    y = strided_conv(x_BHWC, kernel)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
-    return y
+    return _with_params(self, x_BHWC, self.kernel_size, strided_conv)
 
 
 def _same_pads(n, k):
