@@ -344,7 +344,6 @@ def paired_ratio(a, b):
   return statistics.median(x / y for x, y in zip(a["rates"], b["rates"]))
 
 
-
 def alternate_in_process(runs, batches, rounds, calls, images_per_call):
   """Train steps compiled in this process, timed in alternating rounds (order reversed
   every other round): runs {name: [step, state, rng]}, each round `calls` calls per run
@@ -362,6 +361,7 @@ def alternate_in_process(runs, batches, rounds, calls, images_per_call):
       rates[name].append(calls * images_per_call / (time.perf_counter() - t))
     print(f"round {rnd}: " + ", ".join(f"{n} {r[-1]:,.0f} img/s" for n, r in rates.items()), flush=True)
   return rates
+
 
 def launch_row(args):
   """launch.py --experiment=vae_mnist end to end, shortened to --launch_steps."""

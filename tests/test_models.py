@@ -88,6 +88,12 @@ def test_conv_equals_flax_conv(method, k, features):
   g_got = jax.jit(jax.grad(loss(fast.apply), argnums=(0, 1)))(params, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4), g_got, g_want)
 
+  class Two(nn.Module):  # auto-named as nn.Conv: a network's parameter tree (and checkpoints) unchanged
+    @nn.compact
+    def __call__(self, x):
+      return Conv(4)(nn.Conv(4, (3, 3))(x))
+  assert set(jax.eval_shape(Two().init, jax.random.PRNGKey(0), x)["params"]) == {"Conv_0", "Conv_1"}
+
 
 @pytest.mark.parametrize("k,shape,features", [
     (4, (2, 28, 14, 3), 4), (4, (2, 28, 28, 1), 16), (4, (2, 7, 6, 3), 4),
