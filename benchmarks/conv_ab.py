@@ -13,7 +13,6 @@ rounds (default 6), and the per-round ratio default / conv. Used for the choice
 documented in genimg_jax/models/layers.py (Conv).
 """
 import sys
-import time
 from unittest import mock
 
 import jax
@@ -27,16 +26,11 @@ SHAPES = [(16, 1, 28), (16, 2, 28), (16, 3, 28), (16, 6, 28), (32, 1, 32), (32, 
           (16, 16, 28), (32, 32, 14)]
 
 
-def ms_per_call(f, *args, calls=20):
+def ms_per_call(f, *args):
+  """After one warm-up call, the median of 5 timings of 20 calls (bench.timed_repeat)."""
   jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(5):
-    t = time.perf_counter()
-    for _ in range(calls):
-      out = f(*args)
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - t) / calls * 1e3)
-  return float(np.median(times))
+  per_s = [bench.timed_repeat(lambda: f(*args), jax.block_until_ready, 1, 20) for _ in range(5)]
+  return 1e3 / float(np.median(per_s))
 
 
 def layer(batch):
