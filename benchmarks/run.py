@@ -26,7 +26,9 @@ ratios taken round by round, because this VM's speed drifts between minutes):
   * launch: `python launch.py --experiment=vae_mnist` shortened to --launch_steps, its
     wall time against steps x the measured step time (the hidden overhead), the step
     compiled with the experiment's own train.steps_per_call and timed just before and
-    just after the launch run by one waiting worker.
+    just after the launch runs by one waiting worker. Run twice: first with an empty
+    compilation cache (a first launch), then in a new workdir with the cache the first
+    left ("warm_cache": a rerun, a resume or a sweep's next trial).
   python -m benchmarks.run --networks=    # only the matmul peak and the launch row
 Every input is real MNIST from the tfds pipeline (TFDS_DATA_DIR), never random arrays.
 """
@@ -363,10 +365,11 @@ def alternate_in_process(runs, batches, rounds, calls, images_per_call):
   return rates
 
 
-def launch_row(args):
+def launch_row(args, compilation_cache):
   """launch.py --experiment=vae_mnist end to end, shortened to --launch_steps."""
   workdir = tempfile.mkdtemp(prefix="bench_launch_")
   cmd = [sys.executable, "launch.py", "--experiment=vae_mnist", f"--workdir={workdir}",
+         f"--compilation_cache={compilation_cache}",
          f"--experiment.train.steps={args.launch_steps}", "--experiment.train.eval_every=0",
          f"--experiment.train.checkpoint_every={args.launch_steps}",
          f"--experiment.train.log_every={args.launch_steps // 10}", "--experiment.eval.iwae_k=1",
@@ -393,7 +396,9 @@ def launch_vs_step(args, tmp):
   try:
     w.read()
     before = [w.ask("time")["images_per_s"] for _ in range(args.repeats)]
-    row = launch_row(args)
+    cache = os.path.join(tmp, "xla_cache")  # empty: the first launch compiles everything
+    row = launch_row(args, cache)
+    row["warm_cache"] = launch_row(args, cache)
     after = [w.ask("time")["images_per_s"] for _ in range(args.repeats)]
     w.close()
   except WorkerFailed as e:
@@ -401,10 +406,11 @@ def launch_vs_step(args, tmp):
   rate = statistics.median(before + after)
   row.update(steps_per_call=spc, step_images_per_s=rate, step_images_per_s_before=before,
              step_images_per_s_after=after)
-  if "wall_s" in row:
-    ideal = args.launch_steps * batch / rate
-    row.update(steps_x_step_time_s=ideal, train_loop_overhead=row["train_seconds"] / ideal - 1.0,
-               wall_overhead=row["wall_s"] / ideal - 1.0)
+  ideal = args.launch_steps * batch / rate
+  for r in (row, row["warm_cache"]):
+    if "wall_s" in r:
+      r.update(steps_x_step_time_s=ideal, train_loop_overhead=r["train_seconds"] / ideal - 1.0,
+               wall_overhead=r["wall_s"] / ideal - 1.0)
   return row
 
 
@@ -580,6 +586,12 @@ def table(results):
               f"{l['steps_x_step_time_s']:.1f} s (step {med(l['step_images_per_s_before'])} img/s just before, "
               f"{med(l['step_images_per_s_after'])} just after): loop overhead "
               f"{100 * l['train_loop_overhead']:+.0f}%, wall overhead {100 * l['wall_overhead']:+.0f}%"]
+    w = l.get("warm_cache", {})
+    if "wall_s" in w:
+      lines += [f"the same again with the compilation cache the first launch left: wall "
+                f"{w['wall_s']:.1f} s, train loop {w['train_seconds']:.1f} s, final eval "
+                f"{w['eval_seconds']:.1f} s: loop overhead {100 * w['train_loop_overhead']:+.0f}%, "
+                f"wall overhead {100 * w['wall_overhead']:+.0f}%"]
   return "\n".join(lines)
 
 

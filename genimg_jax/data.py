@@ -184,12 +184,22 @@ def train_batches(config, start_index=0, batch_size=None, stack=1, skip=()):
   buffer = max(1, min(config.data.shuffle_buffer, n))
   start_epoch, offset = divmod(start_index * global_bs, n)
 
-  def epoch_indices(epoch):
-    return tf.data.Dataset.range(n).shuffle(buffer, seed=seed * 1_000_003 + epoch,
-                                            reshuffle_each_iteration=False)
+  # Each epoch's permutation is made whole (tf.data's shuffle of range(n), the seeds it
+  # always had, batched to one [n] tensor) and cut into batches by `rebatch`: the same
+  # indices as the per-index stream (flat_map of the shuffles, skip, batch) used before
+  # 2026-11-28 (tests/test_data.py), without passing 100 scalars per batch through it.
+  # vae_mnist's pipeline at k=10, batch 100 (2 CPU cores, 3 alternating rounds of 3,000
+  # batches): 0.59-0.65 vs 0.67-0.76 ms of CPU per batch.
+  def permutation(epoch):
+    return tf.data.Dataset.range(n).shuffle(
+        buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+    ).batch(n).get_single_element()
 
-  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_indices).skip(offset)
-  ds = ds.batch(global_bs, drop_remainder=True).enumerate(start=start_index)
+  first = tf.data.Dataset.from_tensors(tf.constant(start_epoch, tf.int64))
+  first = first.map(lambda e: permutation(e)[offset:])  # resuming mid-epoch
+  rest = tf.data.Dataset.range(start_epoch + 1, 2**62).map(permutation)
+  ds = first.concatenate(rest).rebatch(global_bs, drop_remainder=True)
+  ds = ds.enumerate(start=start_index)
   if skip:
     skipped = tf.constant(sorted(skip), tf.int64)
     ds = ds.filter(lambda i, _: tf.reduce_all(tf.not_equal(i, skipped)))

@@ -12,24 +12,32 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def launch(*args, env_extra=None):
+def launch(*args, env_extra=None, env_drop=()):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device, as on a laptop
+  for k in ("XLA_FLAGS", *env_drop):  # XLA_FLAGS: one CPU device, as on a laptop
+    env.pop(k, None)
   env.update(env_extra or {})
   return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
 
 
+# launch.py's own compilation cache settings, in a cache of this module's runs (the rest of
+# the suite shares conftest's, which keeps only programs over 0.2 s of compilation)
+CACHE_ENV_DROP = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("vae_runlocal"))
-  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}")
+  cache = str(tmp_path_factory.mktemp("xla_cache"))
+  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
+                f"--compilation_cache={cache}", env_drop=CACHE_ENV_DROP)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc
+  return workdir, proc, cache
 
 
 def test_runlocal_writes_every_output(first_run):
-  workdir, proc = first_run
+  workdir, proc, cache = first_run
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
   assert config["experiment"] == "vae_mnist" and config["train"]["steps"] == 20
@@ -60,18 +68,27 @@ def test_runlocal_writes_every_output(first_run):
     tags |= {v.tag for v in e.summary.value}
   assert {"train/loss", "test/nll", "samples", "reconstructions"} <= tags
   assert "steps/s" in proc.stderr and "ETA" in proc.stderr
+  # the compilation cache keeps every program, not only those over jax's default of 1 s
+  programs = {name.split("-")[0] for name in os.listdir(cache)}  # NAME-HASH-cache
+  assert {"jit_train_step", "jit_eval_step", "jit_init_state"} <= programs
+  assert len(programs) >= 10, programs
 
 
 def test_rerun_resumes_at_saved_step(first_run, tmp_path):
-  workdir, _ = first_run
-  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}")
+  workdir, _, cache = first_run
+  # JAX_LOG_COMPILES: jax logs each persistent cache hit
+  again = lambda *a: launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
+                            f"--compilation_cache={cache}", *a, env_drop=CACHE_ENV_DROP,
+                            env_extra={"JAX_LOG_COMPILES": "1"})
+  proc = again()
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Restored checkpoint at step 20" in proc.stderr
+  for program in ("jit_eval_step", "jit_sample_images"):  # (a finished run trains nothing)
+    assert f"Persistent compilation cache hit for '{program}'" in proc.stderr
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["resumed_from_step"] == 20
   # a longer run in the same workdir continues from step 20, not from scratch
-  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
-                "--experiment.train.steps=30")
+  proc = again("--experiment.train.steps=30")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Restored checkpoint at step 20" in proc.stderr
   assert "step 25/30" in proc.stderr and "step 5/30" not in proc.stderr
