@@ -106,14 +106,14 @@ def use_compilation_cache(path):
   """Turns JAX's persistent compilation cache on in `path` ('' = off), before anything compiles.
 
   Every program is cached, however fast it compiled (unless
-  $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise): jax's default of 1 s keeps
-  only the train step, and a launch compiles a dozen programs of 0.1-1 s. Measured with
+  $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise): with jax's default of 1 s
+  a vae_mnist launch kept only its train step of the dozen programs it compiles. Measured with
   `launch.py --experiment=vae_mnist` shortened to 1,000 steps (2 CPU cores, 2026-11-28):
   18.1 s wall with an empty cache, 13.6 s run again in a new workdir with the cache it
   left (~400 KB). A program is looked up by its HLO, so a config change that reaches
   it (a model size; train.steps, through the learning-rate schedule) compiles anew.
-  jax reads an entry it cannot use (another jax version, another host's CPU) as a miss
-  and compiles; in a multi-process run only process 0 writes entries.
+  Another jax or XLA version gives other keys; an entry that fails to load is a miss
+  (jax warns and compiles). In a multi-process run only process 0 writes entries.
   The cache is trusted code: keep it in a folder only you can write.
   """
   import jax
