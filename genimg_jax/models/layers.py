@@ -112,8 +112,7 @@ def conv_transpose_4x4s2(x_BHWC, kernel, method=None):
       return jax.lax.conv_general_dilated(x_BHWC, kab, (1, 1), (pad[a], pad[b]),
                                           dimension_numbers=_NHWC)
   elif method == "scatter":
-    z = x_BHWC.reshape(B * H * W, cin) @ k.transpose(2, 0, 1, 3).reshape(cin, 16 * F)
-    z = jnp.pad(z.reshape(B, H, W, 4, 4, F), ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+    z = _tap_products(x_BHWC, k, (1, 1))
     phase = lambda a, b: sum(z[:, 1 + r:1 + r + H, 1 + c:1 + c + W, kr, kc]
                              for kr, r in taps[a] for kc, c in taps[b])
   else:
@@ -121,6 +120,17 @@ def conv_transpose_4x4s2(x_BHWC, kernel, method=None):
   if method != "conv":  # interleave the 4 phases [B, H, W, F] -> [B, H, 2, W, 2, F]
     y = jnp.stack([jnp.stack([phase(a, b) for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
   return y.reshape(B, 2 * H, 2 * W, F)  # [B, H, 2 (row phase), W, 2 (column phase), F]
+
+
+def _tap_products(x_BHWC, kernel, pads):
+  """The input times every tap of `kernel` [kh, kw, cin, F] as one matrix multiply
+  ([B*H*W, cin] x [cin, kh*kw*F]), padded: z [B, pads[0]+H+pads[1], ..., kh, kw, F] with
+  z[b, pads[0] + p, pads[0] + q, i, j] = x[b, p, q] . kernel[i, j], zeros in the padding.
+  The scatter forms of Conv and ConvTranspose4x4s2 add its slices at their output places."""
+  B, H, W, cin = x_BHWC.shape
+  kh, kw, _, F = kernel.shape
+  z = x_BHWC.reshape(B * H * W, cin) @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * F)
+  return jnp.pad(z.reshape(B, H, W, kh, kw, F), ((0, 0), pads, pads, (0, 0), (0, 0), (0, 0)))
 
 
 def auto_method(in_features, features):
@@ -185,10 +195,8 @@ def conv2d(x_BHWC, kernel, method=None):
   if method != "scatter":
     raise ValueError(f"Unknown Conv method {method!r}; allowed: conv, scatter")
   B, H, W, _ = x_BHWC.shape
-  # z[b, p, q, i, j] = x[b, p, q] . kernel[i, j]; output (h, w) takes tap (i, j) from the
-  # input pixel (h + i - pads[0], w + j - pads[0]).
-  z = x_BHWC.reshape(B * H * W, cin) @ kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * F)
-  z = jnp.pad(z.reshape(B, H, W, k, k, F), ((0, 0), pads, pads, (0, 0), (0, 0), (0, 0)))
+  # output (h, w) takes tap (i, j) from the input pixel (h + i - pads[0], w + j - pads[0])
+  z = _tap_products(x_BHWC, kernel, pads)
   return sum(z[:, i:i + H, j:j + W, i, j] for i in range(k) for j in range(k))
 
 
