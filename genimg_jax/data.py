@@ -217,6 +217,19 @@ def train_batches(config, start_index=0, batch_size=None, stack=1, skip=()):
   return _fixed_parallelism(ds).as_numpy_iterator()
 
 
+def train_batch_spec(config, batch_size=None, stack=1):
+  """Shapes and dtypes of what train_batches(config, ..., batch_size, stack) yields, without
+  reading the data: {"image": float32 [stack, rows, H, W, C], "label": int32 [stack, rows]}
+  (no leading stack axis when stack == 1; rows: this process's). What the train step is
+  compiled for while the split is read (train.run); tests/test_data.py compares with
+  the batches.
+  """
+  rows = parallel.local_batch_size(batch_size or config.train.batch_size)
+  lead = (stack, rows) if stack > 1 else (rows,)
+  return {"image": jax.ShapeDtypeStruct(lead + image_shape(config), np.float32),
+          "label": jax.ShapeDtypeStruct(lead, np.int32)}
+
+
 def eval_batches(config, split=None, num_examples_limit=0):
   """This process's rows of the global eval batches, one pass, in order.
 

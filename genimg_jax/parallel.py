@@ -130,6 +130,19 @@ def to_global(local_batch, mesh, stacked=False):
       lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
 
 
+def global_shapes(local_spec, mesh, stacked=False):
+  """The global arrays' ShapeDtypeStructs (with their shardings) that to_global makes from
+  local batches of the shapes in `local_spec` (every process holds as many rows)."""
+  sharding, axis = batch_sharding(mesh, stacked), 1 if stacked else 0
+
+  def one(s):
+    shape = list(s.shape)
+    shape[axis] *= jax.process_count()
+    return jax.ShapeDtypeStruct(tuple(shape), s.dtype, sharding=sharding)
+
+  return jax.tree.map(one, local_spec)
+
+
 def fetch(tree):
   """Brings (replicated or sharded) global arrays to host numpy on every process."""
   if jax.process_count() == 1:

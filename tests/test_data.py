@@ -92,6 +92,18 @@ def test_stacked_and_skipping_streams_are_the_plain_stream_regrouped(runlocal_co
                                   np.stack([b[key] for b in kept]))
 
 
+@pytest.mark.parametrize("batch_size,stack,preprocess", [(100, 1, "binarize"), (60, 3, "symmetric")])
+def test_batch_spec_is_what_the_stream_yields(runlocal_config, batch_size, stack, preprocess):
+  """train_batch_spec (what train.run compiles the step for while the split is read) has
+  the shapes and dtypes of the batches, stacked or not."""
+  c = runlocal_config
+  c.data.train_split, c.data.preprocess = "train[:1000]", preprocess
+  b = next(data.train_batches(c, 0, batch_size, stack=stack))
+  spec = data.train_batch_spec(c, batch_size, stack)
+  assert {k: (v.shape, v.dtype) for k, v in b.items()} == {
+      k: (s.shape, s.dtype) for k, s in spec.items()}
+
+
 def test_dynamic_binarization(runlocal_config):
   c = runlocal_config
   c.data.train_split = "train[:1000]"
