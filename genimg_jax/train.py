@@ -189,17 +189,18 @@ def run(config, workdir, devices=None):
   # warm (4.66 vs 5.19 s) (2026-11-28). A host with cores to spare runs the two side by
   # side (not measured: this project's machine has 2). train_seconds counts from here.
   t0 = time.time()
-  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="input") as pool:
-    pending = pool.submit(batches_from, start_step)
-    if state is None:
-      state = init(init_rng)
-    batch_spec = parallel.global_shapes(data.train_batch_spec(config, examples_per_step, k),
-                                        mesh, stacked=k > 1)
-    train_step = train_step.lower(state, batch_spec, train_rng).compile()
-    compiled_s = time.time() - t0
-    batches = pending.result()
-  logging.info("Start-up: state and train step ready in %.1f s; with the input pipeline, "
-               "built alongside, %.1f s.", compiled_s, time.time() - t0)
+  if start_step < total:  # (a finished run, rerun, only evaluates: no pipeline, no compile)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="input") as pool:
+      pending = pool.submit(batches_from, start_step)
+      if state is None:
+        state = init(init_rng)
+      batch_spec = parallel.global_shapes(data.train_batch_spec(config, examples_per_step, k),
+                                          mesh, stacked=k > 1)
+      train_step = train_step.lower(state, batch_spec, train_rng).compile()
+      compiled_s = time.time() - t0
+      batches = pending.result()
+    logging.info("Start-up: state and train step ready in %.1f s; with the input pipeline, "
+                 "built alongside, %.1f s.", compiled_s, time.time() - t0)
   rollbacks = 0
 
   def save(step):

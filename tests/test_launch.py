@@ -83,8 +83,11 @@ def test_rerun_resumes_at_saved_step(first_run, tmp_path):
   proc = again()
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Restored checkpoint at step 20" in proc.stderr
-  for program in ("jit_eval_step", "jit_sample_images"):  # (a finished run trains nothing)
+  for program in ("jit_eval_step", "jit_sample_images"):
     assert f"Persistent compilation cache hit for '{program}'" in proc.stderr
+  # a finished run only evaluates: its train step is neither compiled nor loaded
+  assert "Finished tracing train_step" not in proc.stderr
+  assert "jit_train_step" not in proc.stderr and "Start-up:" not in proc.stderr
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["resumed_from_step"] == 20
   # a longer run in the same workdir continues from step 20, not from scratch

@@ -48,8 +48,9 @@ def _tiny_vae(key, likelihood="bernoulli"):
 def test_iwae_k1_equals_elbo_in_expectation():
   model, params, x = _tiny_vae(jax.random.PRNGKey(0))
   keys = jax.random.split(jax.random.PRNGKey(1), 4000)
-  iwae1 = jax.vmap(lambda k: V.iwae_bound(model.apply, params, x, k, 1, "bernoulli"))(keys)
-  elbo_keys = jax.vmap(lambda k: -sum(V.elbo_terms(model.apply, params, x, k, "bernoulli")))(keys)
+  iwae = lambda k: V.iwae_bound(model.apply, params, x, k, 1, "bernoulli")
+  elbo = lambda k: -sum(V.elbo_terms(model.apply, params, x, k, "bernoulli"))
+  iwae1, elbo_keys = (jax.jit(jax.vmap(f))(keys) for f in (iwae, elbo))  # jit: 3x faster
   # Same quantity, two estimators (sampled vs analytic KL): equal within MC error.
   se = np.sqrt(np.var(iwae1, axis=0) / len(keys) + np.var(elbo_keys, axis=0) / len(keys))
   np.testing.assert_array_less(np.abs(iwae1.mean(0) - elbo_keys.mean(0)), 4 * se + 1e-3)
@@ -68,7 +69,7 @@ def test_iwae_bound_does_not_decrease_with_k():
   keys = jax.random.split(jax.random.PRNGKey(4), 200)
   means = []
   for k in (1, 5, 50, 500):
-    b = jax.vmap(lambda r: V.iwae_bound(model.apply, params, x, r, k, "bernoulli"))(keys)
+    b = jax.jit(jax.vmap(lambda r: V.iwae_bound(model.apply, params, x, r, k, "bernoulli")))(keys)
     means.append(float(b.mean()))
   assert all(b2 > b1 for b1, b2 in zip(means, means[1:])), means
 
