@@ -1,4 +1,5 @@
 """GAN networks, the two-player step, EMA, the Inception port, and gan_mnist end to end."""
+import functools
 import json
 import os
 
@@ -30,11 +31,12 @@ def test_gan_network_shapes(name, shape, classes):
   g, d = gan_models.build_gan(c, shape)
   z = jnp.zeros((3, c.latent_dim))
   y = jnp.arange(3) if classes else None
-  gv = g.init(jax.random.PRNGKey(0), z, y, train=False)
-  x = g.apply(gv, z, y, train=False)
+  # G jitted (one compilation, not one per op); D only traced: its shapes are the check
+  gv = jax.jit(functools.partial(g.init, train=False))(jax.random.PRNGKey(0), z, y)
+  x = jax.jit(functools.partial(g.apply, train=False))(gv, z, y)
   assert x.shape == (3, *shape) and float(jnp.abs(x).max()) <= 1.0
-  dv = d.init(jax.random.PRNGKey(1), x, y, train=False)
-  assert d.apply(dv, x, y, train=False).shape == (3,)
+  dv = jax.eval_shape(functools.partial(d.init, train=False), jax.random.PRNGKey(1), x, y)
+  assert jax.eval_shape(functools.partial(d.apply, train=False), dv, x, y).shape == (3,)
 
 
 def test_spectral_norm_drives_largest_singular_value_to_one():
