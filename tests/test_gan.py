@@ -12,6 +12,10 @@ import pytest
 from genimg_jax import parallel, tasks, train
 from genimg_jax.models import gan as gan_models
 
+# One-step tests compile at LLVM's level 1, as the loop compiles init (parallel.py): the
+# same checks in less compile time, which is most of these tests' time.
+FAST_COMPILE = parallel.once_compiler_options(None)
+
 SHARED_INCEPTION = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fid_inception_v3")
 
 
@@ -60,10 +64,11 @@ def test_gan_step_metrics_and_ema():
   c = gan_config()
   c.gan.ema_decay = 0.9
   task = tasks.build_task(c)
-  state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
+  state = jax.jit(task.init_state, compiler_options=FAST_COMPILE)(jax.random.PRNGKey(0))
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (64, 28, 28, 1), minval=-1, maxval=1),
            "label": jnp.zeros((64,), jnp.int32)}
-  new, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
+  new, metrics = jax.jit(task.train_step, compiler_options=FAST_COMPILE)(
+      state, batch, jax.random.PRNGKey(2))
   assert {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"} <= set(metrics)
   # EMA: ema' = 0.9 ema + 0.1 g' with ema = g (initial)
   want = jax.tree.map(lambda e, g: 0.9 * e + 0.1 * g, state.extra["ema"], new.params["g"])
@@ -77,9 +82,10 @@ def test_penalty_appears_in_metrics(penalty):
   c = gan_config()
   c.gan.penalty, c.gan.n_critic = penalty, 2
   task = tasks.build_task(c)
-  state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
+  state = jax.jit(task.init_state, compiler_options=FAST_COMPILE)(jax.random.PRNGKey(0))
   batch = {"image": jnp.zeros((128, 28, 28, 1)), "label": jnp.zeros((128,), jnp.int32)}
-  _, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
+  _, metrics = jax.jit(task.train_step, compiler_options=FAST_COMPILE)(
+      state, batch, jax.random.PRNGKey(2))
   assert penalty in metrics and np.isfinite(float(metrics[penalty]))
 
 
@@ -93,10 +99,11 @@ def test_batchnorm_statistics_are_over_the_global_batch():
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
     repl = parallel.replicated(mesh)
-    state = jax.jit(task.init_state, out_shardings=repl)(jax.random.PRNGKey(0))
+    state = jax.jit(task.init_state, out_shardings=repl,
+                    compiler_options=FAST_COMPILE)(jax.random.PRNGKey(0))
     b = jax.device_put(batch, parallel.batch_sharding(mesh))
     step = jax.jit(task.train_step, in_shardings=(repl, parallel.batch_sharding(mesh), repl),
-                   out_shardings=(repl, repl))
+                   out_shardings=(repl, repl), compiler_options=FAST_COMPILE)
     new, m = step(state, b, jax.random.PRNGKey(2))
     outs.append((jax.device_get(new.extra["g_stats"]), jax.device_get(m)))
   for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
