@@ -98,13 +98,9 @@ def test_batchnorm_statistics_are_over_the_global_batch():
   outs = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
-    repl = parallel.replicated(mesh)
-    state = jax.jit(task.init_state, out_shardings=repl,
-                    compiler_options=FAST_COMPILE)(jax.random.PRNGKey(0))
+    _, init, step = train.compile_fns(task, mesh, compiler_options=FAST_COMPILE)
     b = jax.device_put(batch, parallel.batch_sharding(mesh))
-    step = jax.jit(task.train_step, in_shardings=(repl, parallel.batch_sharding(mesh), repl),
-                   out_shardings=(repl, repl), compiler_options=FAST_COMPILE)
-    new, m = step(state, b, jax.random.PRNGKey(2))
+    new, m = step(init(jax.random.PRNGKey(0)), b, jax.random.PRNGKey(2))
     outs.append((jax.device_get(new.extra["g_stats"]), jax.device_get(m)))
   for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
