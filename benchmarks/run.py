@@ -28,7 +28,10 @@ ratios taken round by round, because this VM's speed drifts between minutes):
     compiled with the experiment's own train.steps_per_call and timed just before and
     just after the launch runs by one waiting worker. Run twice: first with an empty
     compilation cache (a first launch), then in a new workdir with the cache the first
-    left ("warm_cache": a rerun, a resume or a sweep's next trial).
+    left ("warm_cache": a rerun, a resume or a sweep's next trial). The wall's overhead
+    is split in two parts that add up to it, both timed inside the launch (results.json):
+    the steady loop (steps as the loop ran them, input pipeline included) against steps
+    x step time, and the fixed costs (imports, start-up, final evaluation, exit).
   python -m benchmarks.run --networks=    # only the matmul peak and the launch row
 Every input is real MNIST from the tfds pipeline (TFDS_DATA_DIR), never random arrays.
 """
@@ -383,7 +386,7 @@ def launch_row(args, compilation_cache):
   with open(os.path.join(workdir, "results.json")) as f:
     res = json.load(f)
   return {"steps": args.launch_steps, "wall_s": wall, "train_seconds": res["train_seconds"],
-          "eval_seconds": res["eval_seconds"]}
+          "startup_seconds": res["startup_seconds"], "eval_seconds": res["eval_seconds"]}
 
 
 def launch_vs_step(args, tmp):
@@ -409,8 +412,15 @@ def launch_vs_step(args, tmp):
   ideal = args.launch_steps * batch / rate
   for r in (row, row["warm_cache"]):
     if "wall_s" in r:
+      # The wall's overhead in two parts that add up to it, each timed inside the launch:
+      # the steps as the loop ran them (from the end of the start-up to the final checkpoint
+      # saved), against steps x step time; and everything else (imports, start-up, final
+      # evaluation, exit), a fixed cost, as a share of steps x step time.
+      loop = r["train_seconds"] - r["startup_seconds"]
       r.update(steps_x_step_time_s=ideal, train_loop_overhead=r["train_seconds"] / ideal - 1.0,
-               wall_overhead=r["wall_s"] / ideal - 1.0)
+               wall_overhead=r["wall_s"] / ideal - 1.0, steady_loop_s=loop,
+               steady_loop_overhead=loop / ideal - 1.0, fixed_s=r["wall_s"] - loop,
+               fixed_share=(r["wall_s"] - loop) / ideal)
   return row
 
 
@@ -585,14 +595,23 @@ def table(results):
               f"{l['train_seconds']:.1f} s, final eval {l['eval_seconds']:.1f} s, steps x step time "
               f"{l['steps_x_step_time_s']:.1f} s (step {med(l['step_images_per_s_before'])} img/s just before, "
               f"{med(l['step_images_per_s_after'])} just after): loop overhead "
-              f"{100 * l['train_loop_overhead']:+.0f}%, wall overhead {100 * l['wall_overhead']:+.0f}%"]
+              f"{100 * l['train_loop_overhead']:+.0f}%, wall overhead {100 * l['wall_overhead']:+.0f}%"
+              + _wall_parts(l)]
     w = l.get("warm_cache", {})
     if "wall_s" in w:
       lines += [f"the same again with the compilation cache the first launch left: wall "
                 f"{w['wall_s']:.1f} s, train loop {w['train_seconds']:.1f} s, final eval "
                 f"{w['eval_seconds']:.1f} s: loop overhead {100 * w['train_loop_overhead']:+.0f}%, "
-                f"wall overhead {100 * w['wall_overhead']:+.0f}%"]
+                f"wall overhead {100 * w['wall_overhead']:+.0f}%" + _wall_parts(w)]
   return "\n".join(lines)
+
+
+def _wall_parts(r):
+  if "fixed_s" not in r:  # (results written before startup_seconds was recorded)
+    return ""
+  return (f" = fixed costs {r['fixed_s']:.1f} s ({100 * r['fixed_share']:+.0f}%: imports, start-up "
+          f"{r['startup_seconds']:.1f} s, final eval, exit) + steady loop {r['steady_loop_s']:.1f} s "
+          f"({100 * r['steady_loop_overhead']:+.0f}%)")
 
 
 if __name__ == "__main__":

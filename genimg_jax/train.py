@@ -189,6 +189,7 @@ def run(config, workdir, devices=None):
   # warm (4.66 vs 5.19 s) (2026-11-28). A host with cores to spare runs the two side by
   # side (not measured: this project's machine has 2). train_seconds counts from here.
   t0 = time.time()
+  startup_seconds = 0.0
   if start_step < total:  # (a finished run, rerun, only evaluates: no pipeline, no compile)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="input") as pool:
       pending = pool.submit(batches_from, start_step)
@@ -199,8 +200,9 @@ def run(config, workdir, devices=None):
       train_step = train_step.lower(state, batch_spec, train_rng).compile()
       compiled_s = time.time() - t0
       batches = pending.result()
+    startup_seconds = time.time() - t0
     logging.info("Start-up: state and train step ready in %.1f s; with the input pipeline, "
-                 "built alongside, %.1f s.", compiled_s, time.time() - t0)
+                 "built alongside, %.1f s.", compiled_s, startup_seconds)
   rollbacks = 0
 
   def save(step):
@@ -283,7 +285,8 @@ def run(config, workdir, devices=None):
       "steps": total,
       "resumed_from_step": resumed_from,
       "skipped_batches": sorted(skipped),
-      "train_seconds": train_seconds,
+      "train_seconds": train_seconds,  # all launches', each from its start-up on
+      "startup_seconds": startup_seconds,  # this launch's start-up (0 if it trained nothing)
       "eval_seconds": eval_seconds,
       "devices": writers.devices(mesh),
       "versions": writers.versions(),

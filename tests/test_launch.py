@@ -44,7 +44,8 @@ def test_runlocal_writes_every_output(first_run):
   with open(os.path.join(workdir, "results.json")) as f:
     r = json.load(f)
   assert set(r) >= {"experiment", "config", "metrics", "steps", "train_seconds",
-                    "eval_seconds", "devices", "versions"}
+                    "startup_seconds", "eval_seconds", "devices", "versions"}
+  assert 0 < r["startup_seconds"] < r["train_seconds"]  # the start-up is part of training's time
   m = r["metrics"]
   for k in ("test/elbo", "test/nll", "test/bits_per_dim", "test/kl", "test/rec"):
     assert np.isfinite(m[k]), k
@@ -89,7 +90,8 @@ def test_rerun_resumes_at_saved_step(first_run, tmp_path):
   assert "Finished tracing train_step" not in proc.stderr
   assert "jit_train_step" not in proc.stderr and "Start-up:" not in proc.stderr
   with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f)["resumed_from_step"] == 20
+    r = json.load(f)
+  assert r["resumed_from_step"] == 20 and r["startup_seconds"] == 0
   # a longer run in the same workdir continues from step 20, not from scratch
   proc = again("--experiment.train.steps=30")
   assert proc.returncode == 0, proc.stderr[-3000:]
