@@ -1,10 +1,12 @@
 """Tasks plug an objective into the one training loop (genimg_jax/train.py).
 
 A task is built from the config and provides:
-  init_state(rng, batch) -> state           pure, jitted by the loop with out_shardings
-  train_step(state, batch, rng) -> (state, metrics)   pure, jitted once by the loop
-  evaluate(state, eval_batches, rng, final) -> (metrics, images)
-  sample_images(state, rng) -> images for the image log
+  init_state(rng) -> state                  pure, jitted by the loop with out_shardings
+  train_step(state, batch, rng) -> (state, metrics)   pure, compiled once by the loop
+  evaluate(state, mesh, rng, final) -> (metrics, {name: uint8 image grid})
+                                            the test set; final: the run's last evaluation
+  examples_per_step (optional)              training examples one step takes (default
+                                            train.batch_size; a GAN takes n_critic batches)
 
 The loop owns everything else: mesh, data, checkpoints, logging, results.
 """
