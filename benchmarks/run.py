@@ -417,10 +417,10 @@ def launch_vs_step(args, tmp):
       # saved), against steps x step time; and everything else (imports, start-up, final
       # evaluation, exit), a fixed cost, as a share of steps x step time.
       loop = r["train_seconds"] - r["startup_seconds"]
+      fixed = r["wall_s"] - loop
       r.update(steps_x_step_time_s=ideal, train_loop_overhead=r["train_seconds"] / ideal - 1.0,
                wall_overhead=r["wall_s"] / ideal - 1.0, steady_loop_s=loop,
-               steady_loop_overhead=loop / ideal - 1.0, fixed_s=r["wall_s"] - loop,
-               fixed_share=(r["wall_s"] - loop) / ideal)
+               steady_loop_overhead=loop / ideal - 1.0, fixed_s=fixed, fixed_share=fixed / ideal)
   return row
 
 
