@@ -8,14 +8,24 @@
 NAME is a module experiments/NAME.py with get_config(arg=None); ARG is passed to it.
 Overrides go through a locked ConfigDict, so a misspelled field is an error.
 The workdir defaults to workdirs/NAME[_ARG]; rerunning the same command resumes.
-Compiled programs are kept in --compilation_cache (default ~/.cache/genimg_jax/xla).
+
+Exit codes: 0 finished; 2 a user error (a bad flag or value, a workdir that holds another
+run or is in use, a dataset that is not there), reported in one line before any compute;
+75 preempted (SIGTERM: a checkpoint was saved; rerun to resume: requeue); 130 interrupted
+(Ctrl-C); 1 any other failure (a non-finite loss, a crash).
 """
+import difflib
 import gc
 import os
 import sys
 
 EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments")
 DEFAULT_COMPILATION_CACHE = "~/.cache/genimg_jax/xla"
+EXIT_USER_ERROR, EXIT_PREEMPTED, EXIT_INTERRUPTED = 2, 75, 130
+# Field names of other codebases (and renamed ones) that "did you mean" should map to ours.
+ALIASES = {"learning_rate": "lr", "lr_schedule": "schedule", "num_steps": "steps",
+           "total_steps": "steps", "batch": "batch_size", "hidden": "mlp_units",
+           "d_hidden": "d_channels", "dataset": "name", "seed_": "seed"}
 
 
 def available_experiments():
@@ -23,10 +33,15 @@ def available_experiments():
                 if f.endswith(".py") and not f.startswith("_"))
 
 
-def _resolve_experiment_flag(argv):
+def user_error(message):
+  print(f"Error: {message}", file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def resolve_experiment(argv):
   """Rewrites --experiment=NAME[:ARG] to the module's path, which config_flags loads.
 
-  Exits with the list of experiments when NAME is unknown.
+  Returns (argv, name, arg); exits with the list of experiments when NAME is unknown.
   """
   out, name, arg = [], None, ""
   for a in argv:
@@ -35,96 +50,140 @@ def _resolve_experiment_flag(argv):
       name, _, arg = spec.partition(":")
       path = name if name.endswith(".py") else os.path.join(EXPERIMENTS_DIR, name + ".py")
       if not os.path.isfile(path):
-        sys.exit(f"Unknown experiment {name!r}; available: {', '.join(available_experiments())}")
+        user_error(f"Unknown experiment {name!r}; available: {', '.join(available_experiments())}")
       a = f"--experiment={path}" + (f":{arg}" if arg else "")
       name = os.path.basename(path)[:-3]
     out.append(a)
   return out, name, arg
 
 
-if __name__ == "__main__":
-  if "--list" in sys.argv:
-    print("\n".join(available_experiments()))
-    sys.exit(0)
-  sys.argv, _NAME, _ARG = _resolve_experiment_flag(sys.argv)
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "experiment", None, "Experiment: NAME[:ARG] (a module in experiments/).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: workdirs/NAME[_ARG]).")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "", "Multi-process runs: host:port of process 0 (or JAX_COORDINATOR_ADDRESS). "
-    "Not needed on TPU pod slices, SLURM or Open MPI, where JAX finds it.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the run (or JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (or JAX_PROCESS_ID).")
-_SWEEP = flags.DEFINE_bool("sweep", False, "Run every trial of the experiment's get_sweep(), "
-                           "each in WORKDIR/trials/<name>, then write the ablation report.")
-_TRIAL = flags.DEFINE_integer("trial", None, "With --sweep: run only trial I (for job arrays).")
-_REPORT = flags.DEFINE_bool("report", False, "Only (re)write the sweep's ablation report.")
-_COMPILATION_CACHE = flags.DEFINE_string(
-    "compilation_cache", os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_COMPILATION_CACHE),
-    "Folder of JAX's persistent compilation cache, so that a rerun, a resume or a sweep's next "
-    "trial loads its compiled programs instead of compiling them again; '' turns it off. "
-    "Default: $JAX_COMPILATION_CACHE_DIR, else " + DEFAULT_COMPILATION_CACHE + ".")
-_MOCK_DATA = flags.DEFINE_integer(
-    "mock_data", 0, "If > 0: replace the dataset by N random examples of the right shapes "
-    "(tfds.testing.mock_data), to check that code runs where a dataset is not on disk.")
+def _fields(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _fields(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}"
 
 
-def main(argv):
+def check_overrides(argv, name, arg):
+  """Exits with one line, and a "did you mean", for an --experiment.FIELD that does not exist."""
+  overrides = [a[len("--experiment."):].split("=", 1)[0] for a in argv
+               if a.startswith("--experiment.")]
+  if not overrides or name is None:
+    return
+  import importlib
+  sys.path.insert(0, os.path.dirname(EXPERIMENTS_DIR))
+  try:
+    config = importlib.import_module(f"experiments.{name}").get_config(arg or None)
+  except ValueError as e:  # an unknown variant
+    user_error(str(e))
+  fields = list(_fields(config.to_dict()))
+  for field in overrides:
+    if field in fields:
+      continue
+    group, _, last = field.rpartition(".")
+    guesses = [f"{group}.{ALIASES[last]}".lstrip(".")] if last in ALIASES else []
+    guesses += difflib.get_close_matches(field, fields, n=3, cutoff=0.6)
+    guesses = [g for g in dict.fromkeys(guesses) if g in fields]
+    hint = f"; did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else (
+        f"; the fields of {group or 'the config'}: "
+        + ", ".join(f for f in fields if f.startswith(group + ".")) if group else "")
+    user_error(f"Unknown config field {field!r} in --experiment.{field}=...{hint}")
+
+
+def define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file(
+      "experiment", None, "Experiment: NAME[:ARG] (a module in experiments/).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output folder, local or gs://bucket/path "
+                      "(default: workdirs/NAME[_ARG]).")
+  flags.DEFINE_bool("fresh", False, "Start the workdir afresh: a previous run in it is moved "
+                    "aside to WORKDIR.replaced-<time> (never deleted).")
+  flags.DEFINE_string("coordinator_address", "", "Multi-process runs: host:port of process 0 "
+                      "(or JAX_COORDINATOR_ADDRESS). Not needed on TPU pod slices, SLURM or "
+                      "Open MPI, where JAX finds it.")
+  flags.DEFINE_integer("num_processes", 0, "Processes in the run (or JAX_NUM_PROCESSES).")
+  flags.DEFINE_integer("process_id", -1, "This process's index (or JAX_PROCESS_ID).")
+  flags.DEFINE_bool("sweep", False, "Run every trial of the experiment's get_sweep(), each in "
+                    "WORKDIR/trials/<name>, then write the ablation report.")
+  flags.DEFINE_integer("trial", None, "With --sweep: run only trial I (for job arrays).")
+  flags.DEFINE_bool("report", False, "Only (re)write the sweep's ablation report.")
+  flags.DEFINE_string(
+      "compilation_cache", os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_COMPILATION_CACHE),
+      "Folder of JAX's persistent compilation cache, so that a rerun, a resume or a sweep's "
+      "next trial loads its compiled programs instead of compiling them again; '' turns it "
+      "off. Default: $JAX_COMPILATION_CACHE_DIR, else " + DEFAULT_COMPILATION_CACHE + ".")
+  flags.DEFINE_integer(
+      "mock_data", 0, "If > 0: replace the dataset by N random examples of the right shapes "
+      "(tfds.testing.mock_data), to check that code runs where a dataset is not on disk.")
+  return flags.FLAGS
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a one-line message and exit code 2 for a bad flag."""
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, ValueError, TypeError, AttributeError, KeyError) as e:
+    user_error(f"{e}".splitlines()[0] if str(e) else type(e).__name__)
+
+
+def main(argv, name, arg):
+  from absl import flags, logging
+  FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--experiment=NAME is required; available: "
-                         + ", ".join(available_experiments()))
-  # The garbage collector is off while jax, flax and TensorFlow are imported, and the ~430k
-  # objects they leave are then frozen (kept out of every later collection): they live as
-  # long as the process, but each full collection walked them all, six times during the
-  # imports (0.5-0.7 s together) and once more as the interpreter shut down (~1.1 s).
-  # `launch.py --experiment=vae_mnist` shortened to 2,000 steps: from the end of main to
-  # the process's exit 1.34 s -> 0.19-0.23 s (2 CPU cores, 2026-11-28).
+    user_error(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.experiment is None:
+    user_error("--experiment=NAME is required; available: " + ", ".join(available_experiments()))
+  # The imports leave ~430k objects that live as long as the process: with the garbage
+  # collector off while they load and those objects frozen afterwards, no full collection
+  # walks them (during the imports and again at exit).
   gc.disable()
-  from genimg_jax import parallel, train, writers  # after flags: importing jax/tf is slow
+  from genimg_jax import data, parallel, train, writers  # after flags: importing jax/tf is slow
   gc.freeze()
   gc.enable()
   writers.quiet_library_logs()
-  use_compilation_cache(_COMPILATION_CACHE.value)
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config = _CONFIG.value
+  use_compilation_cache(FLAGS.compilation_cache)
+  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id)
+  config = FLAGS.experiment
   with config.unlocked():
-    config.experiment, config.experiment_arg = _NAME, _ARG or ""
-  workdir = _WORKDIR.value or os.path.join("workdirs", _NAME + (f"_{_ARG}" if _ARG else ""))
-  if _SWEEP.value or _REPORT.value or _TRIAL.value is not None:
-    return run_sweep(config, workdir)
-  logging.info("Config:\n%s", config)
+    config.experiment, config.experiment_arg = name, arg or ""
+  workdir = FLAGS.workdir or os.path.join("workdirs", name + (f"_{arg}" if arg else ""))
   try:
-    if _MOCK_DATA.value:
+    if FLAGS.sweep or FLAGS.report or FLAGS.trial is not None:
+      return run_sweep(config, workdir, name, arg, FLAGS.trial, FLAGS.report)
+    logging.info("Config:\n%s", config)
+    if FLAGS.mock_data:
       import tensorflow_datasets as tfds
-      with tfds.testing.mock_data(num_examples=_MOCK_DATA.value):
-        train.run(config, workdir)
+      with tfds.testing.mock_data(num_examples=FLAGS.mock_data):
+        train.run(config, workdir, fresh=FLAGS.fresh)
     else:
-      train.run(config, workdir)
+      train.run(config, workdir, fresh=FLAGS.fresh)
   except train.Preempted as e:
-    logging.warning("%s", e)  # a clean exit: the checkpoint is saved
-  except (ValueError, train.NonFiniteLossError) as e:  # bad input, divergence: say it plainly
-    sys.exit(f"Error: {e}")
+    logging.warning("%s", e)
+    sys.exit(EXIT_PREEMPTED)
+  except (train.Interrupted, KeyboardInterrupt) as e:
+    print(f"{e}" if str(e) else "Interrupted before training began.", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
+  except train.NonFiniteLossError as e:  # divergence: a failure, said plainly
+    print(f"Error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except (ValueError, data.DatasetUnavailableError) as e:  # bad values, workdir, data
+    user_error(str(e))
 
 
 def use_compilation_cache(path):
   """Turns JAX's persistent compilation cache on in `path` ('' = off), before anything compiles.
 
   Every program is cached, however fast it compiled (unless
-  $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise): with jax's default of 1 s
-  a vae_mnist launch kept only its train step of the dozen programs it compiles. Measured with
-  `launch.py --experiment=vae_mnist` shortened to 1,000 steps (2 CPU cores, 2026-11-28):
-  18.1 s wall with an empty cache, 13.6 s run again in a new workdir with the cache it
-  left (~400 KB). A program is looked up by its HLO, so a config change that reaches
-  it (a model size; train.steps, through the learning-rate schedule) compiles anew.
-  Another jax or XLA version gives other keys; an entry that fails to load is a miss
-  (jax warns and compiles). In a multi-process run only process 0 writes entries.
-  The cache is trusted code: keep it in a folder only you can write.
+  $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise): jax's default of 1 s would
+  keep only a launch's train step of the dozen programs it compiles. A program is looked
+  up by its HLO, so a config change that reaches it (a model size; train.steps, through
+  the learning-rate schedule) compiles anew; another jax or XLA version gives other keys.
+  In a multi-process run only process 0 writes entries. The cache is trusted code (jax
+  runs what it reads): keep it in a folder only you can write.
   """
   import jax
   if not path:
@@ -135,31 +194,36 @@ def use_compilation_cache(path):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-def run_sweep(base_config, workdir):
+def run_sweep(base_config, workdir, name, arg, trial, report_only):
   """--sweep / --trial / --report for experiments that define get_sweep(arg).
 
-  Each trial's config is the command line's (with its --experiment.* overrides)
-  plus the trial's overrides.
+  Each trial's config is the command line's (with its --experiment.* overrides) plus the
+  trial's overrides.
   """
   import importlib
   from genimg_jax import sweep
-  module = importlib.import_module(f"experiments.{_NAME}")
+  module = importlib.import_module(f"experiments.{name}")
   if not hasattr(module, "get_sweep"):
-    sys.exit(f"Experiment {_NAME!r} defines no get_sweep(); nothing to sweep.")
-  trials = module.get_sweep(_ARG or None)
-  report_opts = getattr(module, "REPORT", {})
+    user_error(f"Experiment {name!r} defines no get_sweep(); nothing to sweep.")
+  trials = module.get_sweep(arg or None)
 
   def make_config():
     config = base_config.copy_and_resolve_references()
     config.lock()
     return config
 
-  if not _REPORT.value:
-    sweep.run(make_config, trials, workdir, only=_TRIAL.value)
-  if _TRIAL.value is None:  # a single job of an array leaves the report to --report
-    md = sweep.report(trials, workdir, title=f"{_NAME} sweep", **report_opts)
-    print(md)
+  if not report_only:
+    sweep.run(make_config, trials, workdir, only=trial)
+  if trial is None:  # a single job of an array leaves the report to --report
+    print(sweep.report(trials, workdir, title=f"{name} sweep", **getattr(module, "REPORT", {})))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  if "--list" in sys.argv:
+    print("\n".join(available_experiments()))
+    sys.exit(0)
+  _argv, _name, _arg = resolve_experiment(sys.argv)
+  check_overrides(_argv, _name, _arg)
+  from absl import app
+  define_flags()
+  app.run(lambda argv: main(argv, _name, _arg), argv=_argv, flags_parser=parse_flags)

@@ -16,8 +16,9 @@ ratios taken round by round, because this VM's speed drifts between minutes):
   * variants of the jax step, to show what each choice buys: train.steps_per_call
     (lax.scan over stacked batches), no buffer donation, a host sync every step
     (fetching the metrics, which the loop does only every log_every steps),
-    model.dtype=bfloat16 (VAE networks), XLA's default options, and the project's
-    options with XLA:CPU's default copy insertion (no region analysis).
+    model.dtype=bfloat16 (VAE networks), XLA's default options, the project's options
+    with XLA:CPU's default copy insertion (no region analysis), and the plain Flax
+    convolutions instead of the CPU forms (model.conv_impl=flax, convolutional networks).
   * torch rows: the same networks, optimizer and batches in PyTorch
     (benchmarks/torch_nets.py), eager and torch.compile.
   * matmul: float32 and bfloat16 GEMM peak of jax and torch on this machine.
@@ -50,7 +51,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = ("vae_mnist", "vae_mnist_conv", "gan_mnist")
-REGION_ANALYSIS = "xla_cpu_copy_insertion_use_region_analysis"  # see genimg_jax/parallel.py
+CONV_NETWORKS = ("vae_mnist_conv", "gan_mnist")
+REGION_ANALYSIS = "xla_cpu_copy_insertion_use_region_analysis"  # see genimg_jax/xla.py
 
 
 def peak_rss_mib():
@@ -121,22 +123,23 @@ def write_batches(network, batch, count, path):
 # parent can alternate several workers round by round (see measure_together).
 def jax_setup(a):
   import jax
-  from genimg_jax import parallel, tasks, train
+  from genimg_jax import parallel, tasks, train, xla
   base_rss = peak_rss_mib()
   c = config_for(a.network, a.batch)
   c.train.steps_per_call = a.steps_per_call
+  c.model.conv_impl = a.conv_impl
   if a.dtype != "float32":
     c.model.dtype = a.dtype
   task = tasks.build_task(c)
   mesh = parallel.make_mesh()
   rng = jax.random.PRNGKey(0)
   k = a.steps_per_call
-  options = None  # parallel.compiler_options(): as launch.py runs it
+  options = None  # xla.compiler_options(): as launch.py runs it
   if a.xla_defaults:
     options = {}
   elif a.drop_option:
-    options = {o: v for o, v in (parallel.compiler_options() or {}).items() if o != a.drop_option}
-  _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate), compiler_options=options)
+    options = {o: v for o, v in (xla.compiler_options() or {}).items() if o != a.drop_option}
+  _, init, step = train.compile_fns(task, mesh, k, donate=bool(a.donate), options=options)
   state = init(rng)
   stored = np.load(a.batches_file)  # write_batches: [count, batch, ...]
   # a call's input: one batch (k = 1), or k consecutive ones stacked, which is a slice of them
@@ -349,25 +352,6 @@ def paired_ratio(a, b):
   return statistics.median(x / y for x, y in zip(a["rates"], b["rates"]))
 
 
-def alternate_in_process(runs, batches, rounds, calls, images_per_call):
-  """Train steps compiled in this process, timed in alternating rounds (order reversed
-  every other round): runs {name: [step, state, rng]}, each round `calls` calls per run
-  over `batches` in turn; each run's state is carried on. Prints each round; returns
-  {name: [images/second per round]}. For in-process A/B tools (options_ab, conv_ab)."""
-  import jax
-  rates = {name: [] for name in runs}
-  for rnd in range(rounds):
-    for name in (list(runs) if rnd % 2 == 0 else list(runs)[::-1]):
-      step, state, rng = runs[name]
-      t = time.perf_counter()
-      for i in range(calls):
-        state, _ = step(state, batches[i % len(batches)], rng)
-      runs[name][1] = jax.block_until_ready(state)
-      rates[name].append(calls * images_per_call / (time.perf_counter() - t))
-    print(f"round {rnd}: " + ", ".join(f"{n} {r[-1]:,.0f} img/s" for n, r in rates.items()), flush=True)
-  return rates
-
-
 def launch_row(args, compilation_cache):
   """launch.py --experiment=vae_mnist end to end, shortened to --launch_steps."""
   workdir = tempfile.mkdtemp(prefix="bench_launch_")
@@ -453,8 +437,9 @@ def main(argv=None):
   p.add_argument("--dtype", default="float32")
   p.add_argument("--serve", type=int, default=0, help="time on request (measure_together)")
   p.add_argument("--xla_defaults", type=int, default=0, help="XLA's own compiler options, not "
-                 "parallel.compiler_options() (on CPU: YNNPACK convolutions)")
-  p.add_argument("--drop_option", default="", help="parallel.compiler_options() less this one")
+                 "xla.compiler_options() (on CPU: YNNPACK convolutions)")
+  p.add_argument("--drop_option", default="", help="xla.compiler_options() less this one")
+  p.add_argument("--conv_impl", default="auto", help="model.conv_impl: auto | flax | cpu")
   a = p.parse_args(argv)
   if a.worker:
     if a.serve:
@@ -508,6 +493,8 @@ def main(argv=None):
           var_kw[f"steps_per_call={k}"] = {"steps_per_call": k}
         if net.startswith("vae"):
           var_kw["bfloat16"] = {"dtype": "bfloat16"}
+        if net in CONV_NETWORKS:
+          var_kw["flax_convolutions"] = {"conv_impl": "flax"}
         specs.update({name: ("jax", dict(common, **kw)) for name, kw in var_kw.items()})
         variant_names = list(var_kw)
       print(f"{net} batch {b}: {', '.join(specs)}", flush=True)

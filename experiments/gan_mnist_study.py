@@ -11,7 +11,7 @@ early in training, not at convergence (say so when quoting it).
 Metrics: classifier FD, KID, precision, recall and IS on 2,000 samples.
 """
 from experiments import gan_mnist
-from genimg_jax import sweep
+from genimg_jax import configs, sweep
 
 REPORT = {"metrics": ["test/classifier/fd", "test/classifier/kid", "test/classifier/precision",
                       "test/classifier/recall", "test/classifier/is"],
@@ -29,8 +29,8 @@ REGULARIZERS = [  # every setting names the same fields, so the table has one co
 
 
 def get_config(arg=None):
-  c = gan_mnist._check(arg, gan_mnist.unconditional(), ("runlocal",))
-  if arg == "runlocal":
+  c = gan_mnist.unconditional()
+  if "runlocal" in configs.variants(arg, ("runlocal",), "gan_mnist_study"):
     c = gan_mnist.runlocal(c)
   else:
     c.train.steps = 400

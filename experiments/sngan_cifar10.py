@@ -13,11 +13,11 @@ from genimg_jax import configs
 
 def get_config(arg=None):
   c = configs.gan_config()
-  c.data.name = "cifar10"
+  configs.on_dataset(c, "cifar10")
   c.data.shuffle_buffer = 50_000
   c.model.name = "resnet"
-  c.model.hidden = 256
-  c.model.d_hidden = 128
+  c.model.channels = 256
+  c.model.d_channels = 128
   c.model.latent_dim = 128
   c.model.d_norm = "spectral"
   c.gan.loss = "hinge"
@@ -35,8 +35,8 @@ def get_config(arg=None):
   c.metrics.classifier_workdir = ""   # the MNIST classifier does not apply
   c.metrics.inception_num_samples = 10_000
   if arg == "runlocal":
-    c.model.hidden = 16
-    c.model.d_hidden = 16
+    c.model.channels = 16
+    c.model.d_channels = 16
     c.gan.n_critic = 2
     c.train.batch_size = 8
     c.train.steps = 4

@@ -26,6 +26,8 @@ def get_config(arg=None):
     c.train.eval_every = 0
     c.train.checkpoint_every = 5_000
     c.eval.iwae_k = 1000
+    c.metrics.num_samples = 0      # a likelihood study: no sample metrics
+    c.metrics.inception_num_samples = 0
   return c
 
 

@@ -3,9 +3,11 @@
   python launch.py --experiment=wgan_gp_mnist
 """
 from experiments import gan_mnist
+from genimg_jax import configs
 
 
 def get_config(arg=None):
+  variants = configs.variants(arg, ("runlocal",), "wgan_gp_mnist")
   c = gan_mnist.unconditional()
   c.gan.loss = "wasserstein"
   c.gan.penalty = "wgan_gp"
@@ -15,4 +17,4 @@ def get_config(arg=None):
   c.optim.lr = c.d_optim.lr = 1e-4
   c.optim.b1 = c.d_optim.b1 = 0.0
   c.optim.b2 = c.d_optim.b2 = 0.9
-  return gan_mnist.runlocal(c) if arg == "runlocal" else gan_mnist._check(arg, c, ("runlocal",))
+  return gan_mnist.runlocal(c) if "runlocal" in variants else c

@@ -1,25 +1,57 @@
 """Checkpoints with orbax's CheckpointManager: the train state plus a small JSON record.
 
-Layout: WORKDIR/checkpoints/<step>/{state, meta}. `meta` holds what is not an
-array: the experiment name, the cumulative training time and the data batches
-skipped by non-finite rollbacks. Orbax writes each step to a temporary folder and
-renames it when complete, so an interrupted save never looks like a checkpoint;
-a complete one that was damaged later (a truncated file) fails to restore and is
-set aside as `corrupt-<step>`, and the previous one is used.
+Layout: WORKDIR/checkpoints/<step>/{state, meta}. `meta` holds what is not an array:
+the experiment name, the cumulative training time, the data batches skipped by
+non-finite rollbacks, the last logged train metrics and the launches so far. Orbax
+writes each step to a temporary folder and renames it when complete, so an interrupted
+save never looks like a checkpoint.
+
+Restoring the latest step tells two failures apart:
+* the checkpoint holds a state of another structure or other shapes than the config
+  builds (another model, another optimizer): `StateMismatch`, a user error; no file is
+  touched;
+* the checkpoint's files do not read as data (a truncated or zeroed file): it is set
+  aside as `corrupt-<step>-<time>` with a warning, and the previous one is used.
 """
-import os
 import time
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from genimg_jax import files
+
+
+class StateMismatch(ValueError):
+  """A checkpoint's state has another structure or shapes than the config builds."""
+
+
+def _key(k):
+  for attr in ("name", "key", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def shapes_by_path(tree):
+  """{"params/Dense_0/kernel": (shape, dtype name), ...} of a state or its checkpoint metadata."""
+  return {"/".join(_key(k) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def mismatch(saved, expected, limit=8):
+  """Lines describing how two shapes_by_path dicts differ ([] when they agree)."""
+  lines = [f"  {p}: in the checkpoint {saved.get(p, '(absent)')}, this config "
+           f"{expected.get(p, '(absent)')}"
+           for p in sorted(set(saved) | set(expected)) if saved.get(p) != expected.get(p)]
+  return lines[:limit] + ([f"  ... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
 
 class Checkpointer:
   """Saves, keeps the last `keep`, restores the latest readable checkpoint."""
 
   def __init__(self, workdir, keep):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = files.join(workdir, "checkpoints")
     self.keep = keep
     self.manager = self._new_manager()
 
@@ -28,7 +60,8 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
                                              enable_async_checkpointing=False),
-        item_names=("state", "meta"))
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -44,26 +77,50 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
 
+  def check_structure(self, step, abstract_state):
+    """Raises StateMismatch if the saved state's paths or shapes differ from abstract_state's.
+    Returns False if the checkpoint's metadata does not read (a damaged checkpoint)."""
+    try:
+      saved = shapes_by_path(self.manager.item_metadata(step)["state"].tree)
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      logging.warning("Checkpoint at step %d in %s: its metadata is unreadable (%s: %s).",
+                      step, self.directory, type(e).__name__, str(e)[:300])
+      return False
+    lines = mismatch(saved, shapes_by_path(abstract_state))
+    if lines:
+      raise StateMismatch(
+          f"The checkpoint at step {step} in {self.directory} holds a state of another "
+          "structure or shape than this config builds:\n" + "\n".join(lines) + "\n"
+          "The config or the code differs from the run's. Nothing was changed in the "
+          "workdir: pass another --workdir for a new run, or --fresh to start this one "
+          "afresh (the old run is moved aside, not deleted).")
+    return True
+
   def restore_latest(self, abstract_state):
     """(step, state, meta) of the newest checkpoint that restores, or None.
 
-    An unreadable one is renamed corrupt-<step> (kept for inspection) with a warning.
+    Raises StateMismatch (touching nothing) when the newest checkpoint holds another
+    state than abstract_state. A damaged one is renamed corrupt-<step>-<time> (kept for
+    inspection) with a warning, and the previous one is tried.
     """
     self.manager.reload()
     for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        state, meta = self.restore(step, abstract_state)
-        return step, state, meta
-      except Exception as e:  # orbax/tensorstore raise many types for damaged files
-        logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s); falling back to "
-                        "the previous one.", step, self.directory, type(e).__name__, str(e)[:300])
-        self._set_aside(step)
+      if self.check_structure(step, abstract_state):
+        try:
+          state, meta = self.restore(step, abstract_state)
+          return step, state, meta
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+          logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s).", step,
+                          self.directory, type(e).__name__, str(e)[:300])
+      logging.warning("Setting the checkpoint at step %d aside and falling back to the "
+                      "previous one.", step)
+      self._set_aside(step)
     return None
 
   def _set_aside(self, step):
     if jax.process_index() == 0:
-      src = os.path.join(self.directory, str(step))
-      os.rename(src, os.path.join(self.directory, f"corrupt-{step}-{int(time.time())}"))
+      files.move(self.directory / str(step),
+                 self.directory / f"corrupt-{step}-{int(time.time())}")
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"set aside checkpoint {step}")

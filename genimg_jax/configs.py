@@ -5,6 +5,22 @@ config can be locked and a misspelled override is an error, not a silent no-op.
 """
 import ml_collections
 
+# The fields a rerun in an existing workdir may change: they change neither the data
+# stream, nor the model, nor how it is trained up to the saved step (train.steps extends
+# or shortens the run; the learning-rate schedule follows it). Any other difference from
+# the run's config.json is refused before compute (genimg_jax/workdir.py). "x.*": every
+# field under x.
+MAY_CHANGE_BETWEEN_LAUNCHES = (
+    "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.eval_every", "train.steps_per_call", "train.on_nonfinite", "train.max_rollbacks",
+    "data.prefetch", "data.data_dir", "data.eval_split", "model.conv_impl", "eval.*",
+    "metrics.*",
+)
+
+# The classifier of the sample-quality metrics for each dataset (experiments/classifier_mnist.py).
+CLASSIFIER_WORKDIRS = {"mnist": "workdirs/classifier_mnist",
+                       "fashion_mnist": "workdirs/classifier_mnist_fashion"}
+
 
 def base_config():
   """Defaults shared by every experiment (a VAE on MNIST, tiny and fast)."""
@@ -29,10 +45,14 @@ def base_config():
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp_vae"           # mlp_vae | conv_vae
   c.model.latent_dim = 50
-  c.model.hidden = 200               # MLP width / base conv channels
+  c.model.mlp_units = 200            # units of each hidden layer of an MLP
+  c.model.channels = 16              # channels of a conv net's first stage (doubling per stage)
   c.model.depth = 2                  # hidden layers (MLP) / stages (conv)
   c.model.activation = "tanh"
   c.model.dtype = "float32"          # compute dtype of the VAE models: float32 | bfloat16
+  # Convolution modules: "flax" (nn.Conv, nn.ConvTranspose), "cpu" (the same functions
+  # in forms XLA:CPU runs fast, models/cpu_layers.py), "auto" (cpu on a CPU backend).
+  c.model.conv_impl = "auto"
 
   c.objective = ml_collections.ConfigDict()
   c.objective.name = "elbo"          # elbo | iwae
@@ -76,14 +96,43 @@ def base_config():
   return c
 
 
+def vae_config():
+  """Defaults for the vae task: base_config plus the sample-quality metrics."""
+  return with_metrics(base_config())
+
+
+def with_metrics(c):
+  """Adds the sample-quality metrics of a generative task (tasks/sample_metrics.py)."""
+  c.metrics = ml_collections.ConfigDict()
+  c.metrics.num_samples = 10_000     # generated images for FD/KID/PR/IS
+  c.metrics.reference_split = "test"
+  c.metrics.batch_size = 250
+  c.metrics.classifier_workdir = CLASSIFIER_WORKDIRS["mnist"]  # "" = skip the classifier metrics
+  c.metrics.inception_weights = "../shared/fid_inception_v3/weights.npz"  # "" = skip Inception
+  # The published FID protocol: 10,000 samples against the 10,000 test images (Lucic et
+  # al. 2018). Inception-v3 at 299x299 costs ~6 GFLOP per image.
+  c.metrics.inception_num_samples = 10_000
+  c.metrics.pr_k = 3                 # k of the k-NN manifolds (Kynkaanniemi et al. 2019)
+  c.metrics.kid_subsets = 100
+  c.metrics.kid_subset_size = 1000
+  c.metrics.real_floor = True        # also report FD(train, test): the floor
+  # A feature network trained on other data than the run's (the MNIST classifier on
+  # Fashion-MNIST samples) is refused before training; True computes its metrics anyway,
+  # marked "mismatched" in their protocol.
+  c.metrics.allow_mismatched = False
+  c.metrics.cache_dir = "workdirs/metric_cache"  # reference features, one file per protocol
+  return c
+
+
 def gan_config():
   """Defaults for the gan task: base_config plus generator/discriminator fields."""
   c = base_config()
   c.task = "gan"
   c.data.preprocess = "symmetric"    # generators end in tanh
   c.model.name = "dcgan"             # mlp | dcgan | resnet
-  c.model.hidden = 64                # G width (channels of the last G stage / MLP units)
-  c.model.d_hidden = 0               # D width; 0 = same as G (resnet: hidden // 2)
+  c.model.channels = 64              # G channels (of its last stage; resnet: of every block)
+  c.model.d_channels = 0             # D channels (of its first stage); 0 = same as G (resnet: half)
+  c.model.mlp_units = 512            # units per hidden layer of the mlp G and D
   c.model.depth = 2                  # MLP layers
   c.model.d_norm = "none"            # none | spectral | layer | batch
   c.model.num_classes = 0            # > 0: class-conditional G, projection D
@@ -98,16 +147,40 @@ def gan_config():
   c.optim.b1 = 0.5
   c.d_optim = c.optim.copy_and_resolve_references()  # D optimizer (same fields)
   c.train.batch_size = 64            # real images per D step
-  c.metrics = ml_collections.ConfigDict()
-  c.metrics.num_samples = 10_000     # generated images for FD/KID/PR/IS
-  c.metrics.reference_split = "test"
-  c.metrics.batch_size = 250
-  c.metrics.classifier_workdir = "workdirs/classifier_mnist"  # "" = skip the classifier metrics
-  c.metrics.inception_weights = "../shared/fid_inception_v3/weights.npz"  # "" = skip Inception
-  c.metrics.inception_num_samples = 1000  # Inception-v3 at 299x299 is slow on CPU
-  c.metrics.pr_k = 3                 # k of the k-NN manifolds (Kynkaanniemi et al. 2019)
-  c.metrics.kid_subsets = 100
-  c.metrics.kid_subset_size = 1000
-  c.metrics.real_floor = True        # also report FD(train, test): the floor
-  c.metrics.cache_dir = "workdirs/metric_cache"  # reference features, one file per protocol
+  return with_metrics(c)
+
+
+def classifier_config():
+  """Defaults for the classifier task (the feature network of the classifier metrics)."""
+  c = base_config()
+  c.task = "classifier"
+  c.data.preprocess = "symmetric"    # [-1, 1], the range of generated samples
+  c.model.name = "cnn"
+  c.model.features = 256             # the penultimate layer: the metrics' feature vector
   return c
+
+
+def variants(arg, allowed, experiment):
+  """The set of comma-separated variants in an experiment's arg ("unconditional,fashion").
+
+  An unknown one is an error (launch.py reports it in one line)."""
+  chosen = set(filter(None, (arg or "").split(",")))
+  unknown = chosen - set(allowed)
+  if unknown:
+    raise ValueError(f"Unknown variant(s) {', '.join(sorted(unknown))} of {experiment}; "
+                     f"allowed, comma-separated: {', '.join(allowed)}")
+  return chosen
+
+
+def on_dataset(c, name):
+  """Switches a config to another dataset, with the metrics' classifier trained on it."""
+  c.data.name = name
+  if "metrics" in c:
+    c.metrics.classifier_workdir = CLASSIFIER_WORKDIRS.get(name, "")
+  return c
+
+
+def defaults(task):
+  """The default config of a task: what a field that an older config.json lacks had."""
+  makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config}
+  return makers[task]()

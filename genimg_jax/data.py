@@ -11,16 +11,14 @@ The cost is that each host reads the whole split, which is right for datasets
 that fit in host memory (MNIST, CIFAR); a file-sharded reader is future work.
 
 Speed. The training split is held in host memory as uint8 arrays; tf.data shuffles
-only example *indices* (the per-epoch shuffle of range(N) with the seeds it always
-had, so the permutation, hence every batch, is the one a per-example shuffle of
-the examples gives: tests/test_data.py compares with that form), and each batch is
-one gather plus the preprocessing. Measured for vae_mnist at batch 1024 on 2 CPU
-cores (2026-11-22, the pipeline alone, two rounds of 3 timings each): 127k-189k
-images/s with the per-example form, 234k-276k with this.
+only example *indices* (each epoch's permutation is the one a per-example shuffle of
+the examples with the same seed gives: tests/test_data.py compares with that form), and
+each batch is one gather plus the preprocessing.
 
 TensorFlow only runs on the host CPU; it is hidden from accelerators.
 """
 import os
+import socket
 
 import numpy as np
 import tensorflow as tf
@@ -35,8 +33,13 @@ tf.config.set_visible_devices([], "GPU")
 PREPROCESS = ("binarize", "unit", "symmetric")
 
 
-class DatasetUnavailableError(RuntimeError):
-  """The dataset is neither prepared on disk nor downloadable."""
+class DatasetUnavailableError(ValueError):
+  """The dataset is neither prepared on disk nor downloadable (a user error)."""
+
+
+# tfds.testing.mock_data replaces this method by a no-op; a run under it needs no download.
+_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # where tfds fetches prepared datasets first
 
 
 def data_dir(config):
@@ -54,15 +57,39 @@ def get_builder(config):
     raise ValueError(f"Unknown dataset {name!r}: tfds has no builder of that name "
                      f"(see tfds.list_builders()).") from e
   if not builder.is_prepared():
+    mocked = type(builder).download_and_prepare is not _DOWNLOAD_AND_PREPARE
+    if not mocked and not _network_reachable():
+      raise DatasetUnavailableError(_unavailable(name, ddir, builder, "there is no network "
+                                                 f"({DOWNLOAD_HOST[0]} is unreachable)"))
     try:
       builder.download_and_prepare()
-    except Exception as e:  # no network, no permission, ...: say where we looked
-      raise DatasetUnavailableError(
-          f"Dataset {name!r} is not prepared in data dir {ddir!r} and could not be "
-          f"downloaded ({type(e).__name__}: {str(e)[:200]}). Set TFDS_DATA_DIR (or "
-          f"--experiment.data.data_dir) to a folder holding {name}/<version>/, "
-          f"e.g. TFDS_DATA_DIR=../shared/tensorflow_datasets.") from e
+    except Exception as e:  # no permission, a server error, ...
+      raise DatasetUnavailableError(_unavailable(
+          name, ddir, builder, f"the download failed ({type(e).__name__}: {str(e)[:200]})")) from e
   return builder
+
+
+def _network_reachable(timeout=3.0):
+  """Whether tfds could download: DOWNLOAD_HOST answers within `timeout` seconds (or a
+  proxy is configured, which then decides). Seconds, not tfds's minutes of retries."""
+  if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+    return True
+  try:
+    socket.create_connection(DOWNLOAD_HOST, timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+def _unavailable(name, ddir, builder, why):
+  return (f"Dataset {name!r} is not prepared in the tfds data dir {ddir} (looked for "
+          f"{os.path.join(ddir, name, str(builder.version))}) and cannot be downloaded: {why}. "
+          f"Either set TFDS_DATA_DIR (or --experiment.data.data_dir) to a folder that holds "
+          f"{name}/{builder.version}/ as tfds prepares it; or, on a machine with internet, "
+          f"run `python -c \"import tensorflow_datasets as tfds; "
+          f"tfds.builder('{name}').download_and_prepare()\"` and copy "
+          f"~/tensorflow_datasets/{name} into {ddir}; or, only to check that the code runs, "
+          "pass --mock_data=64 (random images of the dataset's shapes).")
 
 
 def image_shape(config):
@@ -84,12 +111,9 @@ def num_examples(config, split):
 
 def _fixed_parallelism(ds):
   """`ds` with tf.data's autotuning off: AUTOTUNE then means as many parallel calls as
-  cores, fixed. Measured on 2 CPU cores (2026-11-22, vae_mnist's pipeline alone, three
-  alternating rounds): 143k-164k -> 235k-242k images/s at batch 100 and 1.0 -> 0.77 ms of
-  CPU per batch (CPU the training step shares on a CPU host); 191k-194k -> 286k-288k at
-  batch 1024. And with autotuning on, deleting the iterator waited for its optimization
-  thread, which cancellation does not wake: 37 and 47 s at the end of two 20,000-step
-  launch.py runs (gdb: ~RootDataset::Iterator waiting on Model::OptimizeLoop).
+  cores, fixed. Faster on a CPU host, where the pipeline shares the cores with the train
+  step, and with autotuning on, deleting the iterator waits for its optimization thread
+  (tens of seconds at the end of a run). Measurements: benchmarks/README.md, "Design notes".
   """
   options = tf.data.Options()
   options.autotune.enabled = False
@@ -101,9 +125,8 @@ def _arrays(config, split, limit=0):
   (label -1 where the dataset has none), in the dataset's order; only its first `limit`
   examples if limit > 0.
 
-  Read in batches by tfds itself, decoding only these features: MNIST's training split
-  in 2.2-2.4 s instead of 3.0-3.1 s through a per-example map (2 CPU cores, 2026-11-27,
-  two rounds; the same arrays; that map is tests/test_data.py's reference read).
+  Read in batches by tfds itself, decoding only these features (the same arrays as a
+  per-example read, tests/test_data.py's reference, in less time).
   """
   builder = get_builder(config)
   has_label = "label" in builder.info.features
@@ -136,13 +159,9 @@ def binarize(image_uint8, seed):
 
   Each pixel draws a 16-bit uniform integer u (two per 32-bit number of TF's stateless
   Philox) and is 1 iff u + 0.5 < 65536 v / 255: the probability is v/255 to within 2^-17,
-  exactly 0 at v = 0 and 1 at v = 255 (tests/test_data.py). Why 16 bits, not a float32
-  uniform per pixel (the form before 2026-11-22, which the recorded vae runs up to then
-  used): TF's Philox costs ~5 ns per 32-bit number on one core, which was most of the
-  pipeline's CPU; halving the numbers took vae_mnist's pipeline alone at batch 1024 from
-  223k-298k to 356k-387k images/s and its CPU per batch of 100 from 0.85-0.95 to
-  0.63-0.72 ms (2 CPU cores, alternating runs of 3 timings). The halves are taken
-  in the host's byte order (little-endian on x86-64 and ARM hosts).
+  exactly 0 at v = 0 and 1 at v = 255 (tests/test_data.py). 16 bits rather than a float32
+  uniform per pixel: half the random numbers, which are most of the pipeline's CPU. The
+  halves are taken in the host's byte order (little-endian on x86-64 and ARM hosts).
   """
   shape, n = tf.shape(image_uint8), tf.size(image_uint8)
   bits = tf.random.stateless_uniform([(n + 1) // 2], seed=seed, minval=None, maxval=None,
@@ -168,10 +187,7 @@ def train_batches(config, start_index=0, batch_size=None, stack=1, skip=()):
   (default train.batch_size; a GAN with n_critic D steps takes n_critic times that).
   skip: data indices left out of the stream (the batches a non-finite rollback skipped).
   stack=k: k consecutive batches at a time, as [k, rows, ...] arrays: the input of one
-  compiled call of train.steps_per_call=k steps. Stacking them in tf.data rather than
-  numpy batches in Python (before 2026-11-27): vae_mnist's pipeline at k=10, batch 100,
-  0.96-0.98 -> 0.63-0.70 ms of CPU per batch (2 CPU cores, one process, two rounds),
-  the same arrays.
+  compiled call of train.steps_per_call=k steps (stacked by tf.data itself).
   """
   global_bs = batch_size or config.train.batch_size
   split = _arrays(config, config.data.train_split)
@@ -184,12 +200,10 @@ def train_batches(config, start_index=0, batch_size=None, stack=1, skip=()):
   buffer = max(1, min(config.data.shuffle_buffer, n))
   start_epoch, offset = divmod(start_index * global_bs, n)
 
-  # Each epoch's permutation is made whole (tf.data's shuffle of range(n), the seeds it
-  # always had, batched to one [n] tensor) and cut into batches by `rebatch`: the same
-  # indices as the per-index stream (flat_map of the shuffles, skip, batch) used before
-  # 2026-11-28 (tests/test_data.py), without passing 100 scalars per batch through it.
-  # vae_mnist's pipeline at k=10, batch 100 (2 CPU cores, 3 alternating rounds of 3,000
-  # batches): 0.59-0.65 vs 0.67-0.76 ms of CPU per batch.
+  # Each epoch's permutation is made whole (tf.data's shuffle of range(n), batched to one
+  # [n] tensor) and cut into batches by `rebatch`: the same indices as a per-index stream
+  # (flat_map of the shuffles, skip, batch; tests/test_data.py), without passing each
+  # index through tf.data on its own.
   def permutation(epoch):
     return tf.data.Dataset.range(n).shuffle(
         buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
@@ -230,14 +244,13 @@ def train_batch_spec(config, batch_size=None, stack=1):
           "label": jax.ShapeDtypeStruct(lead, np.int32)}
 
 
-def eval_batches(config, split=None, num_examples_limit=0):
+def eval_batches(config, split=None, num_examples_limit=0, originals=False):
   """This process's rows of the global eval batches, one pass, in order.
 
   The last batch is padded to the global batch size; "mask" is 1 on real rows.
   Binarization uses a fixed seed, so every evaluation sees the same test set.
-  The split (its first num_examples_limit examples when > 0) is read by `_arrays`: MNIST's
-  test split in 0.57-0.82 s vs 1.09-1.58 s through the per-example map used before
-  2026-11-27 (2 CPU cores, three alternating rounds); the same batches (tests/test_data.py).
+  originals: also "original", the images' gray levels in [0, 1] before preprocessing.
+  The split (its first num_examples_limit examples when > 0) is read by `_arrays`.
   """
   split = split or config.data.eval_split
   global_bs = config.eval.batch_size
@@ -256,6 +269,8 @@ def eval_batches(config, split=None, num_examples_limit=0):
 
   def prepare(i, batch):
     key = tf.stack([tf.constant(2**31 - 1, tf.int64), i])  # fixed, independent of seed
+    if originals:
+      batch["original"] = preprocess(batch["image"], "unit", key)
     batch["image"] = preprocess(batch["image"], config.data.preprocess, key)
     return _process_rows(batch, global_bs)
 

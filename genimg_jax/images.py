@@ -1,4 +1,6 @@
 """Image grids as PNG files."""
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -21,6 +23,9 @@ def make_grid(images_NHWC, ncols, pad=1):
   return grid
 
 
-def save_png(path, grid_HWC):
+def png_bytes(grid_HWC):
+  """A uint8 [H, W, C] image (C = 1 or 3) encoded as PNG."""
   img = grid_HWC[..., 0] if grid_HWC.shape[-1] == 1 else grid_HWC
-  Image.fromarray(img).save(path)
+  buf = io.BytesIO()
+  Image.fromarray(img).save(buf, format="PNG")
+  return buf.getvalue()

@@ -4,9 +4,8 @@ Data parallelism over a 1-D mesh of every device of every process: the batch is
 sharded along its first axis ("data"), parameters and optimizer state are
 replicated. `jax.jit` with these shardings does what `pmap` used to do.
 """
-import functools
+import os
 
-from absl import logging
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -29,82 +28,6 @@ def batch_sharding(mesh, stacked=False):
 def replicated(mesh):
   """The same full copy on every device."""
   return NamedSharding(mesh, P())
-
-
-# XLA:CPU (jaxlib 0.10) hands matmuls, convolutions and reductions to YNNPACK by default.
-# On the machine this project is benchmarked on (2 x86-64 cores with AVX-512), YNNPACK's
-# convolutions are slower than XLA's own: whole train steps, same process, alternating
-# rounds (benchmarks/README.md, "What each change buys"): vae_mnist_conv batch 256
-# 814 / 874 -> 1,254 / 1,191 img/s, batch 1024 398 / 421 -> 1,009 / 1,097, batch 64
-# 1,176 / 1,211 -> 1,410 / 1,565; the Inception-v3 of the FID metric, 50 images of
-# 299x299: 5.7 / 5.9 -> 14.2 / 14.4 img/s. So on CPU every jax.jit of the project (train
-# and eval steps, sampling, metric networks) keeps YNNPACK for matmuls and reductions only.
-# (From the first of these options, 2026-11-22, until later that day the reductions were
-# left out too, by listing only the matmuls: XLA's own reductions, BatchNorm statistics and
-# bias gradients rewritten into reduce-windows, were then gan_mnist's largest cost after
-# the convolutions, benchmarks/README.md "Where the time goes". Giving them back, same
-# measurement: gan_mnist batch 256 813 / 758 / 787 / 947 -> 947 / 911 / 910 / 944 img/s,
-# batch 1024 +5% (median of 4 paired rounds), vae_mnist batch 64 +7-15%, 256 +1-12%;
-# vae_mnist_conv 0.88-1.28x per round and the Inception-v3 no clear change; gan_mnist
-# batch 64 slower, 0.70-0.91x and 0.86-1.08x per round in two runs.) Other platforms: no
-# options.
-#
-# And XLA:CPU's copy insertion with region analysis (2026-11-27). With the state donated,
-# each output buffer is its input's, and XLA:CPU's default copy insertion copied every
-# parameter and both Adam moments of the MLP VAE at the start of each step (21 copies of
-# parameter-sized arrays, 25% of the time its profile attributes to ops at batch 256):
-# the update of a parameter and that of its moments are separate fusions that each read
-# the old moments, and without the analysis XLA does not order them so that the in-place
-# writes come last (openxla/xla issue 20440 is this case). With it, none of those copies;
-# the state after a step is the same bit for bit (tests/test_train.py). Whole steps, same
-# process, alternating rounds, median of the per-round ratios (python -m
-# benchmarks.options_ab NETWORK BATCH; benchmarks/README.md, "What each change buys"):
-# vae_mnist 1.09x / 1.11x / 1.04x at batch 64 / 256 / 1024 and 1.11x as vae_mnist trains
-# (batch 100, 10 steps per call); gan_mnist 1.04x / 0.98x / 0.98x and vae_mnist_conv
-# 1.00x / 0.98x / 1.02x, within their noise (their copies also fall, 242 -> 169 and
-# 204 -> 119, but the convolutions dominate their steps).
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
-                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
-                        "xla_cpu_copy_insertion_use_region_analysis": True}
-
-
-@functools.cache
-def compiler_options():
-  """XLA options for this project's jitted functions on the default backend, or None.
-
-  On CPU, those of CPU_COMPILER_OPTIONS that this jaxlib knows (each checked once by
-  compiling a one-op function with it; an option this XLA lacks is left out, with a
-  warning, and the others kept).
-  """
-  if jax.default_backend() != "cpu":
-    return None
-  accepted = {}
-  for name, value in CPU_COMPILER_OPTIONS.items():
-    try:
-      jax.jit(lambda x: x + 1, compiler_options={name: value})(np.float32(0))
-    except Exception as e:  # an option this XLA does not have: leave it out
-      logging.warning("XLA:CPU option %s=%s not accepted (%s); leaving it out.",
-                      name, value, str(e).splitlines()[0][:200])
-      continue
-    accepted[name] = value
-  return accepted or None
-
-
-# Functions that run once per process, like the state's initialization, gain nothing from
-# LLVM's full optimization, and on CPU it is most of their compile time. At level 1 the
-# init of every experiment here gave the same bits as at XLA's default (2), and compiled
-# in 1.36 vs 1.77 s (vae_mnist), 1.86 vs 5.84 s (gan_mnist), 2.35 vs 7.62 s (vae_mnist_conv),
-# 0.80 vs 1.92 s (classifier_mnist) (2 CPU cores, 2026-11-27; tests/test_train.py checks
-# the bits). Level 0 changed the bits (normal samples by up to 1 ulp), so 1 it is.
-ONCE_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-
-
-def once_compiler_options(options):
-  """`options` (a jit's XLA options, None for none) for a function that runs once: on CPU
-  with ONCE_CPU_COMPILER_OPTIONS added; elsewhere unchanged."""
-  if jax.default_backend() != "cpu":
-    return options
-  return {**(options or {}), **ONCE_CPU_COMPILER_OPTIONS}
 
 
 def local_batch_size(global_batch_size):
@@ -167,7 +90,6 @@ def initialize_distributed(coordinator_address="", num_processes=0, process_id=-
   slice (TPU_WORKER_HOSTNAMES lists several workers) and under SLURM or Open MPI,
   jax.distributed.initialize() finds them itself. A single process does nothing.
   """
-  import os
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
   num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
   if process_id < 0:

@@ -11,21 +11,27 @@ import optax
 class TrainState:
   """Everything a step reads and writes; checkpointed as one pytree.
 
-  `params` and `opt_state` are pytrees (for a GAN: dicts with "g" and "d").
-  `extra` holds task-specific arrays (EMA weights, BatchNorm statistics).
-  `nonfinite_step` is -1 until a step produces a non-finite loss; that step is
-  recorded on device so the loop can name it without a host sync every step.
+  params, opt_state: what the optimizer updates (for a GAN: dicts with "g" and "d").
+  ema_params: an exponential moving average of the params that samples and metrics use
+    (the GAN's generator, a diffusion model's network); {} when the task keeps none.
+  batch_stats: Flax's "batch_stats" collections (BatchNorm statistics, spectral-norm
+    vectors), updated by the forward pass rather than the optimizer; {} when none.
+  nonfinite_step: -1 until a step produces a non-finite loss or gradient; that step
+    (1-based) is recorded on device, so the loop can name it without a host sync per step.
   """
   step: jax.Array
   params: Any
   opt_state: Any
-  extra: Any = flax.struct.field(default_factory=dict)
+  ema_params: Any = flax.struct.field(default_factory=dict)
+  batch_stats: Any = flax.struct.field(default_factory=dict)
   nonfinite_step: jax.Array = flax.struct.field(default_factory=lambda: jnp.array(-1, jnp.int32))
 
 
-def create(params, tx, extra=None):
-  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
-                    extra={} if extra is None else extra,
+def create(params, opt_state, ema_params=None, batch_stats=None):
+  """A state at step 0. opt_state: the optimizer's init of params."""
+  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=opt_state,
+                    ema_params={} if ema_params is None else ema_params,
+                    batch_stats={} if batch_stats is None else batch_stats,
                     nonfinite_step=jnp.array(-1, jnp.int32))
 
 
@@ -37,15 +43,20 @@ def all_finite(*values):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(values)]))
 
 
-def guarded_apply(state, new_fields, finite):
-  """Advances the step; keeps the old fields if the step was not finite.
+def ema_update(ema, params, decay):
+  """decay * ema + (1 - decay) * params, leaf by leaf."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
-  new_fields: dict of TrainState fields (params, opt_state, extra) after the
-  update. A non-finite step leaves the state as it was and records its index.
+
+def guarded_apply(state, new_fields, finite):
+  """Advances the step; keeps every other field as it was if the step was not finite.
+
+  new_fields: dict of TrainState fields (params, opt_state, ema_params, batch_stats)
+  after the update. A non-finite step leaves them as they were and records its index,
+  so the state the loop checkpoints never holds a non-finite update.
   """
   kept = {k: jax.tree.map(lambda new, old: jnp.where(finite, new, old), v, getattr(state, k))
           for k, v in new_fields.items()}
-  # Steps are named 1-based, as in the progress lines and checkpoint numbers.
   nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step + 1,
                              state.nonfinite_step)
   return state.replace(step=state.step + 1, nonfinite_step=nonfinite_step, **kept)

@@ -16,15 +16,16 @@ WORKDIR/ablation.md (mean ± std over seeds per setting, best marked, failed tri
 listed) and WORKDIR/ablation.png (the main metric per factor).
 """
 import csv
+import io
 import itertools
-import json
 import math
-import os
 import re
 import traceback
 
 from absl import logging
 import numpy as np
+
+from genimg_jax import files
 
 
 # --- declaring trials --------------------------------------------------------------
@@ -67,16 +68,13 @@ def apply_overrides(config, overrides):
 
 # --- running -------------------------------------------------------------------------
 def _finished(trial_dir, steps):
-  path = os.path.join(trial_dir, "results.json")
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    return json.load(f).get("steps") == steps
+  path = trial_dir / "results.json"
+  return path.exists() and files.read_json(path).get("steps") == steps
 
 
 def run(make_config, trials, workdir, only=None):
   """Runs the trials (or only trial `only`) in turn. make_config() -> a fresh config."""
-  from genimg_jax import train
+  from genimg_jax import train, workdir as workdir_lib
   try:
     from tqdm import tqdm
   except ImportError:  # pragma: no cover
@@ -86,23 +84,23 @@ def run(make_config, trials, workdir, only=None):
   indices = range(len(trials)) if only is None else [only]
   for i in tqdm(indices, desc="trials", unit="trial"):
     overrides = trials[i]
-    trial_dir = os.path.join(workdir, "trials", trial_name(overrides))
+    trial_dir = files.join(workdir, "trials", trial_name(overrides))
     config = apply_overrides(make_config(), overrides)
     if _finished(trial_dir, config.train.steps):
       logging.info("Trial %d/%d %s: finished, skipped.", i + 1, len(trials), trial_name(overrides))
       continue
     logging.info("Trial %d/%d %s", i + 1, len(trials), trial_name(overrides))
-    failed = os.path.join(trial_dir, "failed.txt")
+    failed = trial_dir / "failed.txt"
     try:
       train.run(config, trial_dir)
-      if os.path.exists(failed):
-        os.remove(failed)
-    except train.Preempted:
+      failed.unlink(missing_ok=True)
+    except (train.Preempted, train.Interrupted):
       raise
+    except workdir_lib.WorkdirLocked as e:  # another job of the array runs it
+      logging.warning("Trial %s is running in another launch; skipped (%s).",
+                      trial_name(overrides), e)
     except Exception as e:  # a failed trial is recorded and listed, the sweep goes on
-      os.makedirs(trial_dir, exist_ok=True)
-      with open(failed, "w") as f:
-        f.write(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+      files.write_bytes(failed, f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}".encode())
       logging.error("Trial %s failed: %s", trial_name(overrides), e)
 
 
@@ -119,14 +117,12 @@ def collect(trials, workdir):
   """One row per trial: its overrides, status and numeric metrics."""
   rows = []
   for i, overrides in enumerate(trials):
-    d = os.path.join(workdir, "trials", trial_name(overrides))
+    d = files.join(workdir, "trials", trial_name(overrides))
     row = {"trial": i, "name": trial_name(overrides), **overrides}
-    if os.path.exists(os.path.join(d, "failed.txt")):
-      with open(os.path.join(d, "failed.txt")) as f:
-        row["status"] = "failed: " + f.readline().strip()
-    elif os.path.exists(os.path.join(d, "results.json")):
-      with open(os.path.join(d, "results.json")) as f:
-        r = json.load(f)
+    if (d / "failed.txt").exists():
+      row["status"] = "failed: " + (d / "failed.txt").read_text().splitlines()[0].strip()
+    elif (d / "results.json").exists():
+      r = files.read_json(d / "results.json")
       row.update(status="done", **_numeric_metrics(r), train_seconds=r.get("train_seconds"))
     else:
       row["status"] = "not run"
@@ -152,10 +148,11 @@ def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=No
 
   columns = list(dict.fromkeys(["trial", "name", *[k for t in trials for k in t], "status",
                                 *metric_keys, "train_seconds"]))
-  with open(os.path.join(workdir, "ablation.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
+  out = io.StringIO()
+  w = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+  w.writeheader()
+  w.writerows(rows)
+  files.write_bytes(files.join(workdir, "ablation.csv"), out.getvalue().encode())
 
   # group by setting (the overrides other than the seed)
   groups = {}
@@ -172,7 +169,7 @@ def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=No
       pick = min if LOWER_IS_BETTER.search(m) else max
       best[m] = pick(vals, key=vals.get)
 
-  lines = [f"# {title or os.path.basename(os.path.abspath(workdir))}", ""]
+  lines = [f"# {title or files.path(workdir).name}", ""]
   if caption:
     lines += [caption, ""]
   short = [m.replace("test/", "") for m in metric_keys]
@@ -193,16 +190,23 @@ def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=No
     lines += ["", "Trials without results:", ""]
     lines += [f"- trial {r['trial']} `{r['name']}`: {r['status']}" for r in failed]
   md = "\n".join(lines) + "\n"
-  with open(os.path.join(workdir, "ablation.md"), "w") as f:
-    f.write(md)
+  files.write_bytes(files.join(workdir, "ablation.md"), md.encode())
   if xy and stats:
-    _plot_xy(stats, factor_keys, xy, os.path.join(workdir, "ablation.png"))
+    _save(_plot_xy(stats, factor_keys, xy), files.join(workdir, "ablation.png"))
   elif main and stats:
-    _plot(stats, factor_keys, main, os.path.join(workdir, "ablation.png"))
+    _save(_plot(stats, factor_keys, main), files.join(workdir, "ablation.png"))
   return md
 
 
-def _plot_xy(stats, factor_keys, xy, path):
+def _save(fig, path):
+  import matplotlib.pyplot as plt
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=120, format="png")
+  plt.close(fig)
+  files.write_bytes(path, buf.getvalue())
+
+
+def _plot_xy(stats, factor_keys, xy):
   """One metric against another, a point (± std on both axes) per setting."""
   import matplotlib
   matplotlib.use("Agg")
@@ -220,11 +224,10 @@ def _plot_xy(stats, factor_keys, xy, path):
   ax.set_ylabel(my)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return fig
 
 
-def _plot(stats, factor_keys, metric, path):
+def _plot(stats, factor_keys, metric):
   """The main metric (mean ± std) against the first factor, one line per other setting."""
   import matplotlib
   matplotlib.use("Agg")
@@ -247,5 +250,4 @@ def _plot(stats, factor_keys, metric, path):
     ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return fig

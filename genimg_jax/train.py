@@ -1,53 +1,37 @@
 """The one training loop, for every objective (the task supplies the step).
 
 run(config, workdir):
-  1. checks the config, builds the mesh and the task, writes config.json;
-  2. initializes the state sharded over the mesh, or restores the latest readable
-     checkpoint (a corrupt latest one is set aside with a warning), and compiles the
-     train step, while a thread builds the data pipeline;
-  3. runs the compiled train step over batches from the data pipeline, logging a
-     progress line and TensorBoard scalars every train.log_every steps,
-     checkpointing every train.checkpoint_every steps, evaluating every
-     train.eval_every steps;
+  1. checks the config and builds the mesh and the task (bad values are refused here,
+     before any compute); locks the workdir, checks that it holds this run (or none) and
+     writes config.json (genimg_jax/workdir.py);
+  2. restores the latest readable checkpoint or initializes the state sharded over the
+     mesh, and compiles the train step, while a thread builds the input pipeline;
+  3. runs the compiled train step over the batches, logging a progress line and
+     TensorBoard scalars every train.log_every steps, checkpointing every
+     train.checkpoint_every steps, evaluating every train.eval_every steps;
   4. saves a final checkpoint, evaluates, and writes results.json.
 
-Rerunning with the same workdir resumes from the latest checkpoint. On SIGTERM
-(what a preemptible VM receives) the loop saves the current step and raises
-`Preempted`; the same command resumes exactly: batch and random key of step s
-depend only on (seed, s), so the resumed run computes what the uninterrupted
-run would have.
-
-Non-finite losses (train.on_nonfinite): "stop" raises NonFiniteLossError naming
-the step; "rollback" restores the last good checkpoint, skips the batch of the
-offending step (recorded in the checkpoint, so resumes stay exact) and goes on,
-at most train.max_rollbacks times.
+Rerunning with the same workdir resumes from the latest checkpoint: the batch and the
+random key of step s depend only on (seed, s), so the resumed run computes what the
+uninterrupted run would have. What happens on a non-finite loss, SIGTERM or Ctrl-C:
+genimg_jax/recovery.py.
 """
 import concurrent.futures
 import json
-import os
-import signal
+import socket
 import time
 
 from absl import logging
 import jax
 import numpy as np
 
-from genimg_jax import checkpoint, data, parallel, tasks, writers
+from genimg_jax import checkpoint, data, files, parallel, recovery, tasks, workdir as workdir_lib
+from genimg_jax import writers, xla
 
 ON_NONFINITE = ("stop", "rollback")
-
-
-class NonFiniteLossError(FloatingPointError):
-  """A train step produced a non-finite loss or gradient."""
-
-
-class Preempted(Exception):
-  """SIGTERM arrived; a checkpoint at `step` was saved. Rerun the same command to resume."""
-
-  def __init__(self, step):
-    super().__init__(f"Preempted (SIGTERM): saved a checkpoint at step {step}; rerun the same "
-                     "command to resume.")
-    self.step = step
+# What run() raises besides ValueError (a user error), for its callers (launch.py, sweeps):
+Preempted, Interrupted = recovery.Preempted, recovery.Interrupted
+NonFiniteLossError = recovery.NonFiniteLossError
 
 
 def validate_config(config, num_devices):
@@ -65,265 +49,233 @@ def validate_config(config, num_devices):
     raise ValueError(f"optim.lr must be positive, got {config.optim.lr}.")
   if config.eval.batch_size <= 0:
     raise ValueError(f"eval.batch_size must be positive, got {config.eval.batch_size}.")
-  k = t.steps_per_call
   for name in ("steps", "log_every", "checkpoint_every", "eval_every"):
-    if t[name] % k:
-      raise ValueError(f"train.{name}={t[name]} must be a multiple of train.steps_per_call={k} "
-                       "(the loop logs, saves and evaluates between compiled calls).")
+    if t[name] % t.steps_per_call:
+      raise ValueError(f"train.{name}={t[name]} must be a multiple of train.steps_per_call="
+                       f"{t.steps_per_call} (the loop logs, saves and evaluates between "
+                       "compiled calls).")
   parallel.check_batch_divisible(t.batch_size, num_devices, "train.batch_size")
   parallel.check_batch_divisible(config.eval.batch_size, num_devices, "eval.batch_size")
 
 
-def _check_workdir(workdir, config):
-  """Refuses a workdir whose checkpoints belong to a different experiment."""
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
-    with open(path) as f:
-      previous = json.load(f)
-    if previous.get("experiment") != config.experiment or previous.get("task") != config.task:
-      raise ValueError(
-          f"Workdir {workdir!r} holds checkpoints of experiment {previous.get('experiment')!r} "
-          f"(task {previous.get('task')!r}), not {config.experiment!r}; refusing to mix them. "
-          "Pass a different --workdir.")
-
-
-def _nonfinite_step(state):
-  """The first step (1-based) whose loss was not finite, or None."""
-  bad = int(parallel.fetch(state.nonfinite_step))
-  return bad if bad >= 0 else None
-
-
-def data_index(steps_done, skipped):
-  """Index of the data batch that step `steps_done + 1` reads, given skipped batch indices."""
-  i = steps_done
-  for k in sorted(skipped):
-    if k <= i:
-      i += 1
-  return i
-
-
-class _SigtermFlag:
-  """Turns SIGTERM into a flag the loop polls (restored on exit)."""
-
-  def __init__(self):
-    self.raised = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: no handler, no preemption saves
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    logging.warning("SIGTERM received: saving a checkpoint at the end of this step.")
-    self.raised = True
-
-  def should_stop(self, step):
-    if jax.process_count() > 1:  # all processes agree on the step to stop at
-      from jax.experimental import multihost_utils
-      return multihost_utils.reached_preemption_sync_point(step) or self.raised
-    return self.raised
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-def run(config, workdir, devices=None):
+def run(config, workdir, devices=None, fresh=False):
   """Trains, evaluates, checkpoints and reports. Returns the results dict.
 
   devices: the devices of the data mesh (default: all of them, of every process).
-  Raises Preempted after saving when SIGTERM arrives, NonFiniteLossError on a
-  non-finite loss (on_nonfinite="stop" or too many rollbacks).
+  fresh: move a previous run in the workdir aside and start anew (see workdir.py).
+  Raises ValueError (a user error, before compute), Preempted after saving on SIGTERM,
+  Interrupted on Ctrl-C, NonFiniteLossError on a non-finite loss that is not rolled back.
   """
   mesh = parallel.make_mesh(devices)
   validate_config(config, mesh.size)
   task = tasks.build_task(config)  # checks model/loss/likelihood names and the dataset
-  os.makedirs(workdir, exist_ok=True)
-  _check_workdir(workdir, config)
-  writers.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  logging.info("Experiment %s on %d %s device(s), %d process(es); workdir %s",
-               config.experiment, mesh.size, jax.devices()[0].platform,
-               jax.process_count(), workdir)
+  with workdir_lib.open_run(workdir, config, fresh):
+    logging.info("Experiment %s on %d %s device(s), %d process(es); workdir %s",
+                 config.experiment, mesh.size, jax.devices()[0].platform,
+                 jax.process_count(), files.path(workdir))
+    return _train_and_evaluate(config, workdir, task, mesh)
 
+
+def _train_and_evaluate(config, workdir, task, mesh):
+  t = config.train
+  k, total = t.steps_per_call, t.steps
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-  abstract, init, train_step = compile_fns(task, mesh, config.train.steps_per_call)
-
-  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+  abstract, init, train_step = compile_fns(task, mesh, k)
+  ckpt = checkpoint.Checkpointer(workdir, t.keep_checkpoints)
   restored = ckpt.restore_latest(abstract)
-  if restored is None:
-    start_step, state, meta = 0, None, {}  # initialized below, while the data is read
-  else:
-    start_step, state, meta = restored
+  start_step, state, meta = restored if restored else (0, None, {})
+  if restored:
     logging.info("Restored checkpoint at step %d from %s", start_step, ckpt.directory)
-    if start_step > config.train.steps:
-      raise ValueError(f"Workdir {workdir!r} has a checkpoint at step {start_step}, beyond "
-                       f"train.steps={config.train.steps}; raise train.steps or use another workdir.")
-  resumed_from = start_step
-  skipped = set(meta.get("skipped_batches", []))
-  train_seconds = float(meta.get("train_seconds", 0.0))
-
-  k = config.train.steps_per_call
+  if start_step > total:
+    raise ValueError(f"Workdir {workdir} has a checkpoint at step {start_step}, beyond "
+                     f"train.steps={total}; raise train.steps or use another workdir.")
   if start_step % k:  # only when resuming a run saved with another steps_per_call
     raise ValueError(f"The checkpoint at step {start_step} is not a multiple of "
                      f"train.steps_per_call={k}; resume with train.steps_per_call=1 (or a divisor).")
-  writer = writers.Writer(workdir)
-  total = config.train.steps
-  progress = writers.Progress(total, start_step)
-  examples_per_step = getattr(task, "examples_per_step", config.train.batch_size)
+  record = RunRecord(meta, start_step, mesh)
+  examples_per_step = getattr(task, "examples_per_step", t.batch_size)
 
-  def batches_from(steps_done):
+  def batches_from(step, skipped):
     """Input of each compiled call (k steps' batches, stacked when k > 1) from a step on."""
-    return data.train_batches(config, data_index(steps_done, skipped), examples_per_step,
+    return data.train_batches(config, recovery.data_index(step, skipped), examples_per_step,
                               stack=k, skip=skipped)
 
-  # Start-up: the input pipeline is built (the split read) in a thread while the state is
-  # initialized and the train step compiled for the batches' shapes (data.train_batch_spec);
-  # the loop calls that compiled step (an input of another shape is an error, not a second
-  # compilation). Both are CPU work: on 2 CPU cores, where reading MNIST's training split
-  # alone keeps both busy (4.1-4.5 s of CPU in 2.5-2.7 s), this start-up took as long as one
-  # after the other on a first launch (10 steps of launch.py --experiment=vae_mnist, 5
-  # alternating pairs: medians 8.74 vs 8.78 s) and 0.5 s less with the compilation cache
-  # warm (4.66 vs 5.19 s) (2026-11-28). A host with cores to spare runs the two side by
-  # side (not measured: this project's machine has 2). train_seconds counts from here.
-  t0 = time.time()
-  startup_seconds = 0.0
-  if start_step < total:  # (a finished run, rerun, only evaluates: no pipeline, no compile)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="input") as pool:
-      pending = pool.submit(batches_from, start_step)
-      if state is None:
-        state = init(init_rng)
-      batch_spec = parallel.global_shapes(data.train_batch_spec(config, examples_per_step, k),
-                                          mesh, stacked=k > 1)
-      train_step = train_step.lower(state, batch_spec, train_rng).compile()
-      compiled_s = time.time() - t0
-      batches = pending.result()
-    startup_seconds = time.time() - t0
-    logging.info("Start-up: state and train step ready in %.1f s; with the input pipeline, "
-                 "built alongside, %.1f s.", compiled_s, startup_seconds)
-  rollbacks = 0
+  def restore():
+    r = ckpt.restore_latest(abstract)
+    return r[:2] if r else None
+
+  guard = recovery.NonFiniteGuard(t, record.skipped, restore, lambda: init(init_rng),
+                                   batches_from)
+  writer = writers.Writer(workdir)
+  progress = writers.Progress(total)
 
   def save(step):
-    nonlocal train_seconds, t0
-    train_seconds += time.time() - t0
-    t0 = time.time()
-    ckpt.save(step, state, {"experiment": config.experiment, "train_seconds": train_seconds,
-                            "skipped_batches": sorted(skipped)})
+    record.add_train_time()
+    record.skipped = sorted(guard.skipped)
+    ckpt.save(step, state, record.meta(config, step))
 
-  def healthy(step, where):
-    """True if no step so far was non-finite; otherwise stops or rolls back (False)."""
-    nonlocal state, start_step, batches, rollbacks
-    bad = _nonfinite_step(state)
-    if bad is None:
-      return True
-    msg = f"Non-finite loss or gradient at step {bad} ({where})"
-    if config.train.on_nonfinite == "stop" or rollbacks >= config.train.max_rollbacks:
-      raise NonFiniteLossError(
-          f"{msg}; stopping. The last good checkpoint is kept; lower the learning rate, enable "
-          "gradient clipping (optim.grad_clip) or set train.on_nonfinite=rollback, and rerun "
-          "to resume from it.")
-    rollbacks += 1
-    bad_index = data_index(bad - 1, skipped)
-    skipped.add(bad_index)
-    restored = ckpt.restore_latest(abstract)
-    start_step, state, _ = restored if restored else (0, init(init_rng), None)
-    logging.warning("%s; rolled back to step %d, skipping that step's batch (data index %d); "
-                    "rollback %d of at most %d.", msg, start_step, bad_index,
-                    rollbacks, config.train.max_rollbacks)
-    batches = batches_from(start_step)
-    return False
-
-  last_train = {}
   step = start_step
-  with _SigtermFlag() as sigterm:
-    while step < total:
-      step += k
-      state, metrics = train_step(state, parallel.to_global(next(batches), mesh, stacked=k > 1),
-                                  train_rng)
-      if step % config.train.log_every == 0 or step == total:
-        if not healthy(step, "training"):
-          step = start_step
-          continue
-        metrics = parallel.fetch(metrics)
-        metrics["steps_per_second"] = progress.line(step, metrics)
-        last_train = {k: float(v) for k, v in metrics.items()}
-        writer.scalars(step, {f"train/{k}": v for k, v in metrics.items()})
-      preempted = sigterm.should_stop(step)
-      if (step % config.train.checkpoint_every == 0 and step < total) or preempted:
-        if not healthy(step, f"before saving step {step}"):
-          step = start_step
-          continue
-        save(step)
-        if preempted:
-          writer.close()
-          ckpt.close()
-          raise Preempted(step)
-      if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
-        t_eval = time.time()
-        ev, grids = task.evaluate(state, mesh, eval_rng, final=False)
-        _log_eval(writer, step, ev, grids)
-        t0 += time.time() - t_eval  # train_seconds counts training only
-  batches = None  # release the input pipeline (its threads) before the final evaluation
-  if ckpt.latest_step() != total:  # (the state was checked at the last step's log)
-    save(total)
-  train_seconds += time.time() - t0
-  ckpt.close()
-
-  logging.info("Final evaluation...")
-  t_eval = time.time()
-  eval_metrics, grids = task.evaluate(state, mesh, eval_rng, final=True)
-  eval_seconds = time.time() - t_eval
-  _log_eval(writer, total, eval_metrics, grids)
-  writer.close()
-  results = {
-      "experiment": config.experiment,
-      "config": config.to_dict(),
-      "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
-      "train_metrics": last_train,  # the last logged step's (empty if nothing was trained)
-      "steps": total,
-      "resumed_from_step": resumed_from,
-      "skipped_batches": sorted(skipped),
-      "train_seconds": train_seconds,  # all launches', each from its start-up on
-      "startup_seconds": startup_seconds,  # this launch's start-up (0 if it trained nothing)
-      "eval_seconds": eval_seconds,
-      "devices": writers.devices(mesh),
-      "versions": writers.versions(),
-  }
-  writers.write_json(os.path.join(workdir, "results.json"), results)
+  try:
+    if step < total:  # (a finished run, rerun, only evaluates: no pipeline, no compile)
+      state, train_step, batches = _start_up(
+          config, task, mesh, state, init, init_rng, train_step, train_rng,
+          lambda: batches_from(start_step, guard.skipped), record)
+      progress.start(step)
+    with recovery.SigtermFlag() as sigterm:
+      while step < total:
+        step += k
+        state, metrics = train_step(
+            state, parallel.to_global(next(batches), mesh, stacked=k > 1), train_rng)
+        if step % t.log_every == 0 or step == total:
+          rolled_back = guard.check(state, "training")
+          if rolled_back:
+            step, state, batches = rolled_back
+            continue
+          metrics = parallel.fetch(metrics)
+          metrics["steps_per_second"] = progress.line(step, metrics)
+          record.train_metrics = {name: float(v) for name, v in metrics.items()}
+          writer.scalars(step, {f"train/{name}": v for name, v in metrics.items()})
+        preempted = sigterm.should_stop(step)
+        if (step % t.checkpoint_every == 0 and step < total) or preempted:
+          rolled_back = guard.check(state, f"before saving step {step}")
+          if rolled_back:
+            step, state, batches = rolled_back
+            continue
+          save(step)
+          if preempted:
+            raise Preempted(step)
+        if t.eval_every and step % t.eval_every == 0 and step < total:
+          with record.not_training():
+            _log_eval(writer, step, *task.evaluate(state, mesh, eval_rng, final=False))
+    batches = None  # release the input pipeline (its threads) before the final evaluation
+    if ckpt.latest_step() != total:  # (the state was checked at the last step's log)
+      save(total)
+    logging.info("Final evaluation...")
+    t_eval = time.time()
+    eval_metrics, grids = task.evaluate(state, mesh, eval_rng, final=True)
+    eval_seconds = time.time() - t_eval
+    _log_eval(writer, total, eval_metrics, grids)
+  except KeyboardInterrupt:
+    raise Interrupted(step, ckpt.latest_step()) from None
+  finally:
+    writer.close()
+    ckpt.close()
+  results = record.results(config, eval_metrics, eval_seconds)
+  writers.write_json(files.join(workdir, "results.json"), results)
   logging.info("Results: %s", json.dumps(
       {k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float, np.number))}))
   return results
 
 
-def compile_fns(task, mesh, steps_per_call=1, donate=True, compiler_options=None):
+def _start_up(config, task, mesh, state, init, init_rng, train_step, train_rng, make_batches,
+              record):
+  """Initializes (when not restored) and compiles the train step for the batches' shapes
+  (data.train_batch_spec) while a thread builds the input pipeline: both are CPU work, so a
+  host with cores to spare runs them side by side. Returns (state, compiled step, batches);
+  the loop calls that compiled step (an input of another shape is an error, not a second
+  compilation)."""
+  k = config.train.steps_per_call
+  examples_per_step = getattr(task, "examples_per_step", config.train.batch_size)
+  t0 = time.time()
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="input") as pool:
+    pending = pool.submit(make_batches)
+    if state is None:
+      state = init(init_rng)
+    spec = parallel.global_shapes(data.train_batch_spec(config, examples_per_step, k), mesh,
+                                  stacked=k > 1)
+    compiled = train_step.lower(state, spec, train_rng).compile()
+    compiled_s = time.time() - t0
+    batches = pending.result()
+  record.startup_seconds = time.time() - t0
+  logging.info("Start-up: state and train step ready in %.1f s; with the input pipeline, "
+               "built alongside, %.1f s.", compiled_s, record.startup_seconds)
+  return state, compiled, batches
+
+
+class RunRecord:
+  """What results.json and each checkpoint's meta record about the run, built in one place.
+
+  Carried across launches in the checkpoint's meta: the training time of all launches,
+  the skipped batches, the last logged train metrics, and one entry per launch that
+  trained (its devices, processes and host, and the steps it ran).
+  """
+
+  def __init__(self, meta, start_step, mesh):
+    self.skipped = list(meta.get("skipped_batches", []))
+    self.train_seconds = float(meta.get("train_seconds", 0.0))
+    self.train_metrics = dict(meta.get("train_metrics", {}))
+    self.launches = list(meta.get("launches", []))
+    self.resumed_from = start_step
+    self.startup_seconds = 0.0  # this launch's (0 when it trained nothing)
+    self.devices = writers.devices(mesh)
+    self._this_launch = {"from_step": start_step, "to_step": start_step,
+                         "devices": self.devices, "host": socket.gethostname()}
+    self._t0 = time.time()
+
+  def add_train_time(self):
+    now = time.time()
+    self.train_seconds += now - self._t0
+    self._t0 = now
+
+  def not_training(self):
+    """A context in which the time spent (a periodic evaluation) is not training time."""
+    record = self
+
+    class _Pause:
+      def __enter__(self):
+        record.add_train_time()
+
+      def __exit__(self, *exc):
+        record._t0 = time.time()
+    return _Pause()
+
+  def _launches(self, step):
+    self._this_launch["to_step"] = step
+    return self.launches + ([self._this_launch] if step > self._this_launch["from_step"] else [])
+
+  def meta(self, config, step):
+    return {"experiment": config.experiment, "train_seconds": self.train_seconds,
+            "skipped_batches": list(self.skipped), "train_metrics": self.train_metrics,
+            "launches": self._launches(step)}
+
+  def results(self, config, eval_metrics, eval_seconds):
+    return {
+        "experiment": config.experiment,
+        "config": config.to_dict(),
+        "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
+        "train_metrics": self.train_metrics,  # the last logged step's, of whichever launch
+        "steps": config.train.steps,
+        "resumed_from_step": self.resumed_from,
+        "skipped_batches": list(self.skipped),
+        "train_seconds": self.train_seconds,  # all launches', each from its start-up on
+        "startup_seconds": self.startup_seconds,  # this launch's start-up (0 if it trained nothing)
+        "eval_seconds": eval_seconds,
+        "launches": self._launches(config.train.steps),  # who trained which steps
+        "devices": self.devices,  # this launch's: the one that evaluated
+        "versions": writers.versions(),
+    }
+
+
+def compile_fns(task, mesh, steps_per_call=1, donate=True, options=None):
   """The jitted functions of a run on `mesh`: (abstract state, init, train_step).
 
-  State replicated, batch sharded over the data axis; train_step runs
-  `steps_per_call` steps per call (multi_step) and donates the state's buffers.
-  abstract: the state's shapes, dtypes and shardings (what checkpoints restore into).
-  compiler_options: XLA options of init and train_step; None: parallel.compiler_options() (the
-  project's choice for the platform), {}: XLA's own defaults. init, which runs once, is
-  compiled with parallel.once_compiler_options of them (on CPU, LLVM at level 1: the same
-  bits in a third of the compile time for the convolutional networks).
+  State replicated, batch sharded over the data axis; train_step runs `steps_per_call`
+  steps per call (multi_step) and donates the state's buffers. abstract: the state's
+  shapes, dtypes and shardings (what checkpoints restore into). options: XLA options
+  instead of the project's (xla.jit), for the benchmarks' comparisons.
   """
-  if compiler_options is None:
-    compiler_options = parallel.compiler_options()
   repl = parallel.replicated(mesh)
   abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(0))
   state_sharding = jax.tree.map(lambda _: repl, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, state_sharding)
-  init = jax.jit(task.init_state, out_shardings=state_sharding,  # runs once: compiled at -O1
-                 compiler_options=parallel.once_compiler_options(compiler_options))
+  init = xla.jit(task.init_state, once=True, options=options, out_shardings=state_sharding)
   k = steps_per_call
-  train_step = jax.jit(multi_step(task.train_step) if k > 1 else task.train_step,
-                       donate_argnums=0 if donate else (),
+  train_step = xla.jit(multi_step(task.train_step) if k > 1 else task.train_step,
+                       options=options, donate_argnums=0 if donate else (),
                        in_shardings=(state_sharding, parallel.batch_sharding(mesh, stacked=k > 1),
                                      repl),
-                       out_shardings=(state_sharding, repl),
-                       compiler_options=compiler_options)
+                       out_shardings=(state_sharding, repl))
   return abstract, init, train_step
 
 

@@ -1,10 +1,15 @@
-"""Run records: TensorBoard event files, progress lines, config.json, results.json, PNGs.
+"""Run records: TensorBoard event files, progress lines, results.json, PNGs.
 
-Only process 0 writes; the others get no-op calls.
+Only process 0 writes; the others get no-op calls. Every file goes through
+genimg_jax/files.py, so the workdir may be local or on Cloud Storage. TensorBoard event
+files are written by tf.summary into a local folder (WORKDIR/tensorboard itself for a
+local workdir) and, for a gs:// workdir, copied there whole after each flush: TensorFlow's
+own Cloud Storage client ignores the endpoint settings that the rest of the project's
+storage clients honour (so it could not be tested offline), and an event file holds a
+run's scalars in a few hundred kilobytes.
 """
-import json
-import os
 import sys
+import tempfile
 import time
 
 from absl import logging
@@ -12,7 +17,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from genimg_jax import images
+from genimg_jax import files, images
 
 
 def versions():
@@ -32,29 +37,30 @@ def devices(mesh):
 
 
 def write_json(path, obj):
-  if jax.process_index() != 0:
-    return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, default=_to_builtin)
-  os.replace(tmp, path)  # never leave a half-written file
-
-
-def _to_builtin(x):
-  if isinstance(x, (np.generic, np.ndarray)):
-    return x.tolist()
-  if hasattr(x, "tolist"):
-    return np.asarray(x).tolist()
-  raise TypeError(f"not JSON serializable: {type(x)}")
+  """Writes a JSON record (process 0 only)."""
+  if jax.process_index() == 0:
+    files.write_json(path, obj)
 
 
 class Writer:
   """Scalars and images to TensorBoard (WORKDIR/tensorboard) and PNGs to WORKDIR."""
 
   def __init__(self, workdir):
-    self.workdir = workdir
+    self.workdir = files.path(workdir)
     self.active = jax.process_index() == 0
-    self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if self.active else None
+    if not self.active:
+      return
+    self._remote = files.is_remote(self.workdir)
+    tb = self.workdir / "tensorboard"
+    self._local_tb = tempfile.mkdtemp(prefix="genimg_jax_tb_") if self._remote else str(tb)
+    self._tb = tf.summary.create_file_writer(self._local_tb)
+
+  def _flush(self):
+    self._tb.flush()
+    if self._remote:  # copy the event files whole to WORKDIR/tensorboard
+      for f in tf.io.gfile.listdir(self._local_tb):
+        with open(f"{self._local_tb}/{f}", "rb") as src:
+          files.write_bytes(self.workdir / "tensorboard" / f, src.read())
 
   def scalars(self, step, scalars):
     if not self.active:
@@ -62,7 +68,7 @@ class Writer:
     with self._tb.as_default():
       for name, value in scalars.items():
         tf.summary.scalar(name, float(value), step=step)
-    self._tb.flush()
+    self._flush()
 
   def image(self, step, name, grid_HWC, png=True):
     """Logs a uint8 grid to TensorBoard and writes WORKDIR/<name>.png (latest) when png."""
@@ -70,21 +76,30 @@ class Writer:
       return
     with self._tb.as_default():
       tf.summary.image(name, grid_HWC[None], step=step)
-    self._tb.flush()
+    self._flush()
     if png:
-      images.save_png(os.path.join(self.workdir, f"{name.replace('/', '_')}.png"), grid_HWC)
+      files.write_bytes(self.workdir / f"{name.replace('/', '_')}.png",
+                        images.png_bytes(grid_HWC))
 
   def close(self):
     if self.active:
+      self._flush()
       self._tb.close()
 
 
 class Progress:
-  """A log line every `every` steps: step, loss, steps/s and ETA."""
+  """A log line every train.log_every steps: step, loss, steps/s and ETA.
 
-  def __init__(self, total_steps, start_step):
+  The rate counts from `start(step)`, called when training begins (after the start-up),
+  so neither the first line's rate nor its ETA includes compilation.
+  """
+
+  def __init__(self, total_steps):
     self.total = total_steps
-    self.last_step, self.last_time = start_step, time.time()
+    self.last_step, self.last_time = 0, time.time()
+
+  def start(self, step):
+    self.last_step, self.last_time = step, time.time()
 
   def line(self, step, metrics):
     now = time.time()

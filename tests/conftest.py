@@ -32,3 +32,9 @@ def runlocal_config():
   c = vae_mnist.get_config("runlocal")
   c.experiment, c.experiment_arg = "vae_mnist", "runlocal"
   return c
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "xla_cpu_internals: pins XLA:CPU's compiled output under the project's CPU "
+      "options (tests/test_xla_cpu.py); a jaxlib upgrade may fail these alone")

@@ -28,20 +28,6 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
   assert bench.paired_ratio(a, b) == 2.0  # the ratio of the medians would be 10 / 8
 
 
-def test_alternate_in_process_carries_each_state_and_reverses_the_order():
-  order = []
-  def make(name):
-    def step(state, batch, rng):
-      order.append(name)
-      return state + batch, None
-    return step
-  runs = {"a": [make("a"), 0, None], "b": [make("b"), 100, None]}
-  rates = bench.alternate_in_process(runs, [1, 2], rounds=3, calls=3, images_per_call=8)
-  assert [len(r) for r in rates.values()] == [3, 3] and all(x > 0 for r in rates.values() for x in r)
-  assert order == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3 + ["a"] * 3 + ["b"] * 3
-  assert runs["a"][1] == 3 * (1 + 2 + 1) and runs["b"][1] == 100 + 3 * (1 + 2 + 1)
-
-
 def test_profile_attributes_ops_to_layers_from_hlo_metadata():
   from benchmarks import profile
   hlo = "\n".join([

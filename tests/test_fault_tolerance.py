@@ -158,5 +158,5 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
   c.train.steps = 4
   train.run(c, str(tmp_path))
   other = _config("vae_mnist_conv")
-  with pytest.raises(ValueError, match="holds checkpoints of experiment 'vae_mnist'"):
+  with pytest.raises(ValueError, match="(?s)holds another run.*experiment: 'vae_mnist' -> 'vae_mnist_conv'"):
     train.run(other, str(tmp_path))

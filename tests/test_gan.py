@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genimg_jax import parallel, tasks, train
+from genimg_jax import parallel, tasks, train, xla
 from genimg_jax.models import gan as gan_models
 
-# One-step tests compile at LLVM's level 1, as the loop compiles init (parallel.py): the
-# same checks in less compile time, which is most of these tests' time.
-FAST_COMPILE = parallel.once_compiler_options(None)
+# One-step tests compile as the loop compiles init (xla.jit(once=True): LLVM level 1 on
+# CPU): the same checks in less compile time, which is most of these tests' time.
+fast_jit = lambda f: xla.jit(f, once=True)
 
 SHARED_INCEPTION = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fid_inception_v3")
 
@@ -31,7 +31,7 @@ def gan_config(name="gan_mnist"):
     ("resnet", (32, 32, 3), 10)])
 def test_gan_network_shapes(name, shape, classes):
   c = gan_config().model
-  c.name, c.num_classes, c.hidden = name, classes, 8
+  c.name, c.num_classes, c.channels, c.mlp_units = name, classes, 8, 8
   g, d = gan_models.build_gan(c, shape)
   z = jnp.zeros((3, c.latent_dim))
   y = jnp.arange(3) if classes else None
@@ -64,15 +64,14 @@ def test_gan_step_metrics_and_ema():
   c = gan_config()
   c.gan.ema_decay = 0.9
   task = tasks.build_task(c)
-  state = jax.jit(task.init_state, compiler_options=FAST_COMPILE)(jax.random.PRNGKey(0))
+  state = fast_jit(task.init_state)(jax.random.PRNGKey(0))
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (64, 28, 28, 1), minval=-1, maxval=1),
            "label": jnp.zeros((64,), jnp.int32)}
-  new, metrics = jax.jit(task.train_step, compiler_options=FAST_COMPILE)(
-      state, batch, jax.random.PRNGKey(2))
+  new, metrics = fast_jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
   assert {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"} <= set(metrics)
   # EMA: ema' = 0.9 ema + 0.1 g' with ema = g (initial)
-  want = jax.tree.map(lambda e, g: 0.9 * e + 0.1 * g, state.extra["ema"], new.params["g"])
-  for a, b in zip(jax.tree.leaves(new.extra["ema"]), jax.tree.leaves(want)):
+  want = jax.tree.map(lambda e, g: 0.9 * e + 0.1 * g, state.ema_params, new.params["g"])
+  for a, b in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert int(new.step) == 1
 
@@ -82,10 +81,9 @@ def test_penalty_appears_in_metrics(penalty):
   c = gan_config()
   c.gan.penalty, c.gan.n_critic = penalty, 2
   task = tasks.build_task(c)
-  state = jax.jit(task.init_state, compiler_options=FAST_COMPILE)(jax.random.PRNGKey(0))
+  state = fast_jit(task.init_state)(jax.random.PRNGKey(0))
   batch = {"image": jnp.zeros((128, 28, 28, 1)), "label": jnp.zeros((128,), jnp.int32)}
-  _, metrics = jax.jit(task.train_step, compiler_options=FAST_COMPILE)(
-      state, batch, jax.random.PRNGKey(2))
+  _, metrics = fast_jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
   assert penalty in metrics and np.isfinite(float(metrics[penalty]))
 
 
@@ -98,10 +96,10 @@ def test_batchnorm_statistics_are_over_the_global_batch():
   outs = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
-    _, init, step = train.compile_fns(task, mesh, compiler_options=FAST_COMPILE)
+    _, init, step = train.compile_fns(task, mesh, options=xla.once_options(None))
     b = jax.device_put(batch, parallel.batch_sharding(mesh))
     new, m = step(init(jax.random.PRNGKey(0)), b, jax.random.PRNGKey(2))
-    outs.append((jax.device_get(new.extra["g_stats"]), jax.device_get(m)))
+    outs.append((jax.device_get(new.batch_stats["g"]), jax.device_get(m)))
   for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -169,12 +167,12 @@ def test_missing_feature_networks_are_reported_not_fatal(tmp_path):
 
 
 def test_feature_network_with_zero_samples_is_left_out(tmp_path):
-  from genimg_jax import metrics
+  from genimg_jax.tasks import sample_metrics
   c = gan_config()
   c.metrics.classifier_workdir = str(tmp_path / "nothing_here")
   c.metrics.inception_weights = str(tmp_path / "no_weights.npz")  # set, but N = 0
   c.metrics.inception_num_samples = 0
-  names = [name for name, *_ in metrics.feature_networks(c)]
+  names = [name for name, *_ in sample_metrics.feature_networks(c)]
   assert names == ["classifier"]
 
 

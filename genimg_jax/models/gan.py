@@ -4,14 +4,14 @@ Generators: z_BZ (and labels y_B when class-conditional) -> images in [-1, 1].
 Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 
 * MLP: the original GAN paper's fully connected networks.
-* DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions (computed as
-  4 phase convolutions of 2x2, or for the image-output layer as one matmul plus
-  col2im: see layers.ConvTranspose4x4s2), BatchNorm and ReLU in G,
-  tanh output; 4x4 stride-2 convolutions (layers.StridedConv: nn.Conv's function with
-  gradients written in forms XLA:CPU computes fast; gan_mnist step at batch 256 measured
-  4.2 s with nn.Conv, 1.28 s with the first form, 2026-11-21; see its docstring for the
-  current one) and LeakyReLU in D. Sized for 28x28 (7x7 seed) and 32x32 (4x4 seed).
+* DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions, BatchNorm and
+  ReLU in G, tanh output; 4x4 stride-2 convolutions and LeakyReLU in D. Sized for 28x28
+  (7x7 seed) and 32x32 (4x4 seed).
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
+
+The convolutional networks take their convolution modules as fields (`conv`,
+`conv_transpose`) that default to nn.Conv and nn.ConvTranspose; build_gan passes
+layers.conv_modules(model.conv_impl), which on a CPU are faster forms of the same.
 
 `d_norm` picks the discriminator's normalization: "none", "spectral" (spectral
 normalization of every D layer: one power iteration per step, `u` kept in the
@@ -24,13 +24,15 @@ is sharded across devices, and BatchNorm's mean/variance are reductions over tha
 (global) axis, so XLA computes them over the *global* batch, exactly as a
 single-device run on the same batch would (tests/test_gan.py checks this).
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from genimg_jax.models.layers import ConvTranspose4x4s2, StridedConv
+from genimg_jax.models.layers import conv_modules
+
+ModuleDef = Any
 
 D_NORMS = ("none", "spectral", "layer", "batch")
 
@@ -77,7 +79,7 @@ def _condition_z(z_BZ, y_B, num_classes, dim):
 
 class MLPGenerator(nn.Module):
   image_shape: Sequence[int]
-  hidden: int = 512
+  units: int = 512
   depth: int = 2
   num_classes: int = 0
 
@@ -85,13 +87,13 @@ class MLPGenerator(nn.Module):
   def __call__(self, z_BZ, y_B=None, train=True):
     h = _condition_z(z_BZ, y_B, self.num_classes, z_BZ.shape[-1])
     for _ in range(self.depth):
-      h = nn.relu(nn.Dense(self.hidden)(h))
+      h = nn.relu(nn.Dense(self.units)(h))
     x = jnp.tanh(nn.Dense(int(np.prod(self.image_shape)))(h))
     return x.reshape(-1, *self.image_shape)
 
 
 class MLPDiscriminator(nn.Module):
-  hidden: int = 512
+  units: int = 512
   depth: int = 2
   norm: str = "none"
   num_classes: int = 0
@@ -101,7 +103,7 @@ class MLPDiscriminator(nn.Module):
     sn = self.norm == "spectral"
     h = x_BHWC.reshape(x_BHWC.shape[0], -1)
     for _ in range(self.depth):
-      h = nn.leaky_relu(_d_norm(self.norm, _DLayer(nn.Dense(self.hidden), sn)(h, train), train), 0.2)
+      h = nn.leaky_relu(_d_norm(self.norm, _DLayer(nn.Dense(self.units), sn)(h, train), train), 0.2)
     return _Projection(self.num_classes, sn)(h, y_B, train)
 
 
@@ -110,9 +112,11 @@ class DCGANGenerator(nn.Module):
   image_shape: Sequence[int]
   channels: int = 64
   num_classes: int = 0
+  conv_transpose: ModuleDef = nn.ConvTranspose
 
   @nn.compact
   def __call__(self, z_BZ, y_B=None, train=True):
+    up = lambda features: self.conv_transpose(features, (4, 4), strides=(2, 2))
     H, W, C = self.image_shape
     seed = 7 if H % 7 == 0 else 4
     n_up = int(round(np.log2(H / seed)))
@@ -123,15 +127,16 @@ class DCGANGenerator(nn.Module):
     h = nn.Dense(seed * seed * ch * 2)(h).reshape(-1, seed, seed, ch * 2)
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
     for i in range(n_up - 1):
-      h = ConvTranspose4x4s2(ch // 2**i)(h)
+      h = up(ch // 2**i)(h)
       h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
-    return jnp.tanh(ConvTranspose4x4s2(C)(h))
+    return jnp.tanh(up(C)(h))
 
 
 class DCGANDiscriminator(nn.Module):
   channels: int = 64
   norm: str = "none"
   num_classes: int = 0
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x_BHWC, y_B=None, train=True):
@@ -139,7 +144,7 @@ class DCGANDiscriminator(nn.Module):
     h = x_BHWC
     n_down = 2 if x_BHWC.shape[1] <= 28 else 3
     for i in range(n_down):
-      h = _DLayer(StridedConv(self.channels * 2**i, 4), sn)(h, train)
+      h = _DLayer(self.conv(self.channels * 2**i, (4, 4), strides=2), sn)(h, train)
       h = nn.leaky_relu(h if i == 0 else _d_norm(self.norm, h, train), 0.2)
     h = h.reshape(h.shape[0], -1)
     return _Projection(self.num_classes, sn)(h, y_B, train)
@@ -148,17 +153,16 @@ class DCGANDiscriminator(nn.Module):
 class _GBlock(nn.Module):
   """SNGAN generator residual block: BN-ReLU-up-conv-BN-ReLU-conv + up-1x1 shortcut."""
   channels: int
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train):
-    def up(v):
-      B, H, W, C = v.shape
-      return jnp.repeat(jnp.repeat(v, 2, axis=1), 2, axis=2)
+    up = lambda v: jnp.repeat(jnp.repeat(v, 2, axis=1), 2, axis=2)
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
-    h = nn.Conv(self.channels, (3, 3))(up(h))
+    h = self.conv(self.channels, (3, 3))(up(h))
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
-    h = nn.Conv(self.channels, (3, 3))(h)
-    return h + nn.Conv(self.channels, (1, 1))(up(x))
+    h = self.conv(self.channels, (3, 3))(h)
+    return h + self.conv(self.channels, (1, 1))(up(x))
 
 
 class _DBlock(nn.Module):
@@ -167,11 +171,12 @@ class _DBlock(nn.Module):
   downsample: bool
   first: bool
   spectral: bool
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train):
     def conv(c, k):
-      return _DLayer(nn.Conv(c, (k, k)), self.spectral)
+      return _DLayer(self.conv(c, (k, k)), self.spectral)
     pool = lambda v: nn.avg_pool(v, (2, 2), (2, 2))
     h = x if self.first else nn.relu(x)
     h = conv(self.channels, 3)(h, train)
@@ -192,6 +197,7 @@ class ResNetGenerator(nn.Module):
   image_shape: Sequence[int]
   channels: int = 256
   num_classes: int = 0
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, z_BZ, y_B=None, train=True):
@@ -201,9 +207,9 @@ class ResNetGenerator(nn.Module):
     h = _condition_z(z_BZ, y_B, self.num_classes, z_BZ.shape[-1])
     h = nn.Dense(4 * 4 * self.channels)(h).reshape(-1, 4, 4, self.channels)
     for _ in range(3):
-      h = _GBlock(self.channels)(h, train)
+      h = _GBlock(self.channels, self.conv)(h, train)
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
-    return jnp.tanh(nn.Conv(C, (3, 3))(h))
+    return jnp.tanh(self.conv(C, (3, 3))(h))
 
 
 class ResNetDiscriminator(nn.Module):
@@ -211,14 +217,15 @@ class ResNetDiscriminator(nn.Module):
   channels: int = 128
   norm: str = "spectral"
   num_classes: int = 0
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x_BHWC, y_B=None, train=True):
     sn = self.norm == "spectral"
-    h = _DBlock(self.channels, True, True, sn)(x_BHWC, train)
-    h = _DBlock(self.channels, True, False, sn)(h, train)
-    h = _DBlock(self.channels, False, False, sn)(h, train)
-    h = _DBlock(self.channels, False, False, sn)(h, train)
+    h = _DBlock(self.channels, True, True, sn, self.conv)(x_BHWC, train)
+    h = _DBlock(self.channels, True, False, sn, self.conv)(h, train)
+    h = _DBlock(self.channels, False, False, sn, self.conv)(h, train)
+    h = _DBlock(self.channels, False, False, sn, self.conv)(h, train)
     h = jnp.sum(nn.relu(h), axis=(1, 2))
     return _Projection(self.num_classes, sn)(h, y_B, train)
 
@@ -232,12 +239,14 @@ def build_gan(model_config, image_shape):
   if m.d_norm not in D_NORMS:
     raise ValueError(f"Unknown model.d_norm {m.d_norm!r}; allowed: {D_NORMS}")
   if m.name == "mlp":
-    return (MLPGenerator(tuple(image_shape), m.hidden, m.depth, m.num_classes),
-            MLPDiscriminator(m.hidden, m.depth, m.d_norm, m.num_classes))
+    return (MLPGenerator(tuple(image_shape), m.mlp_units, m.depth, m.num_classes),
+            MLPDiscriminator(m.mlp_units, m.depth, m.d_norm, m.num_classes))
+  convs = conv_modules(m.conv_impl)
   if m.name == "dcgan":
-    return (DCGANGenerator(tuple(image_shape), m.hidden, m.num_classes),
-            DCGANDiscriminator(m.d_hidden or m.hidden, m.d_norm, m.num_classes))
+    return (DCGANGenerator(tuple(image_shape), m.channels, m.num_classes, convs["conv_transpose"]),
+            DCGANDiscriminator(m.d_channels or m.channels, m.d_norm, m.num_classes, convs["conv"]))
   if m.name == "resnet":
-    return (ResNetGenerator(tuple(image_shape), m.hidden, m.num_classes),
-            ResNetDiscriminator(m.d_hidden or m.hidden // 2, m.d_norm, m.num_classes))
+    return (ResNetGenerator(tuple(image_shape), m.channels, m.num_classes, convs["conv"]),
+            ResNetDiscriminator(m.d_channels or m.channels // 2, m.d_norm, m.num_classes,
+                                convs["conv"]))
   raise ValueError(f"Unknown model {m.name!r} for the gan task; allowed: {GAN_MODELS}")

@@ -10,14 +10,21 @@ model.dtype="bfloat16" computes every layer in bfloat16 (parameters, optimizer
 state, the loss and its reduction stay float32; encoder and decoder outputs are
 cast back to float32). What TPUs do natively; on CPUs it may be slower, see
 benchmarks/README.md.
+
+The convolutional encoder and decoder take their convolution modules as fields
+(`conv`, `conv_transpose`) that default to nn.Conv and nn.ConvTranspose; build_vae
+passes layers.conv_modules(model.conv_impl), which on a CPU are faster forms of the same.
 """
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from genimg_jax.models.layers import Conv, ConvTranspose4x4s2, StridedConv, get_activation
+from genimg_jax.models.layers import conv_modules, get_activation
+
+ModuleDef = Any
 
 
 def _heads(h, latent_dim, dtype):
@@ -28,9 +35,9 @@ def _heads(h, latent_dim, dtype):
 
 
 class MLPEncoder(nn.Module):
-  """x_BHWC -> (mean_BZ, logvar_BZ) through `depth` dense layers of `hidden` units."""
+  """x_BHWC -> (mean_BZ, logvar_BZ) through `depth` dense layers of `units` units."""
   latent_dim: int
-  hidden: int
+  units: int
   depth: int
   activation: str = "tanh"
   dtype: Any = jnp.float32
@@ -40,7 +47,7 @@ class MLPEncoder(nn.Module):
     act = get_activation(self.activation)
     h = x_BHWC.reshape(x_BHWC.shape[0], -1)
     for _ in range(self.depth):
-      h = act(nn.Dense(self.hidden, dtype=self.dtype)(h))
+      h = act(nn.Dense(self.units, dtype=self.dtype)(h))
     return _heads(h, self.latent_dim, self.dtype)
 
 
@@ -48,7 +55,7 @@ class MLPDecoder(nn.Module):
   """z_BZ -> [B, H, W, C, out_params] through `depth` dense layers."""
   image_shape: Sequence[int]
   out_params: int
-  hidden: int
+  units: int
   depth: int
   activation: str = "tanh"
   dtype: Any = jnp.float32
@@ -58,29 +65,29 @@ class MLPDecoder(nn.Module):
     act = get_activation(self.activation)
     h = z_BZ
     for _ in range(self.depth):
-      h = act(nn.Dense(self.hidden, dtype=self.dtype)(h))
+      h = act(nn.Dense(self.units, dtype=self.dtype)(h))
     out = nn.Dense(int(np.prod(self.image_shape)) * self.out_params, dtype=self.dtype)(h)
     return out.astype(jnp.float32).reshape(z_BZ.shape[0], *self.image_shape, self.out_params)
 
 
 class ConvEncoder(nn.Module):
-  """Strided 3x3 convolutions (channels doubling per stage), then dense heads.
-
-  The stride-2 convolutions are layers.StridedConv: the same function and parameters as
-  nn.Conv(strides=2, padding="SAME"), with gradients XLA:CPU computes much faster."""
+  """Per stage a 3x3 stride-2 and a 3x3 convolution (channels doubling per stage), then
+  dense heads."""
   latent_dim: int
   channels: int
   depth: int
   activation: str = "relu"
   dtype: Any = jnp.float32
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x_BHWC):
     act = get_activation(self.activation)
+    conv = functools.partial(self.conv, kernel_size=(3, 3), dtype=self.dtype)
     h = x_BHWC
     for i in range(self.depth):
-      h = act(StridedConv(self.channels * 2**i, 3, dtype=self.dtype)(h))
-      h = act(Conv(self.channels * 2**i, 3, dtype=self.dtype)(h))
+      h = act(conv(self.channels * 2**i, strides=2)(h))
+      h = act(conv(self.channels * 2**i)(h))
     h = h.reshape(h.shape[0], -1)
     return _heads(h, self.latent_dim, self.dtype)
 
@@ -88,10 +95,9 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
   """Dense to a small feature map, then 4x4 stride-2 transposed convolutions back to HxW.
 
-  H and W must be divisible by 2**depth (28 with depth 2, 32 with up to 5). The 3x3
-  convolutions are layers.Conv (nn.Conv's parameters and outputs): the output layer, with
-  few features, takes its matmul form, which XLA:CPU runs faster (vae_mnist_conv steps
-  +14-16%).
+  Per stage a 4x4 stride-2 transposed convolution and a 3x3 convolution; a 3x3
+  convolution to the output maps. H and W must be divisible by 2**depth (28 with depth 2,
+  32 with up to 5).
   """
   image_shape: Sequence[int]
   out_params: int
@@ -99,10 +105,15 @@ class ConvDecoder(nn.Module):
   depth: int
   activation: str = "relu"
   dtype: Any = jnp.float32
+  conv: ModuleDef = nn.Conv
+  conv_transpose: ModuleDef = nn.ConvTranspose
 
   @nn.compact
   def __call__(self, z_BZ):
     act = get_activation(self.activation)
+    conv = functools.partial(self.conv, kernel_size=(3, 3), dtype=self.dtype)
+    up = functools.partial(self.conv_transpose, kernel_size=(4, 4), strides=(2, 2),
+                           dtype=self.dtype)
     H, W, C = self.image_shape
     f = 2**self.depth
     if H % f or W % f:
@@ -110,9 +121,9 @@ class ConvDecoder(nn.Module):
     top = self.channels * 2**(self.depth - 1)
     h = act(nn.Dense(H // f * W // f * top, dtype=self.dtype)(z_BZ)).reshape(-1, H // f, W // f, top)
     for i in reversed(range(self.depth)):
-      h = act(ConvTranspose4x4s2(self.channels * 2**i, dtype=self.dtype)(h))
-      h = act(Conv(self.channels * 2**i, 3, dtype=self.dtype)(h))
-    out = Conv(C * self.out_params, 3, dtype=self.dtype)(h)
+      h = act(up(self.channels * 2**i)(h))
+      h = act(conv(self.channels * 2**i)(h))
+    out = conv(C * self.out_params)(h)
     return out.astype(jnp.float32).reshape(z_BZ.shape[0], H, W, C, self.out_params)
 
 
@@ -142,11 +153,13 @@ def build_vae(model_config, image_shape, out_params):
     raise ValueError(f"Unknown model.dtype {m.dtype!r}; allowed: {sorted(DTYPES)}")
   dt = DTYPES[m.dtype]
   if m.name == "mlp_vae":
-    enc = MLPEncoder(m.latent_dim, m.hidden, m.depth, m.activation, dt)
-    dec = MLPDecoder(tuple(image_shape), out_params, m.hidden, m.depth, m.activation, dt)
+    enc = MLPEncoder(m.latent_dim, m.mlp_units, m.depth, m.activation, dt)
+    dec = MLPDecoder(tuple(image_shape), out_params, m.mlp_units, m.depth, m.activation, dt)
   elif m.name == "conv_vae":
-    enc = ConvEncoder(m.latent_dim, m.hidden, m.depth, m.activation, dt)
-    dec = ConvDecoder(tuple(image_shape), out_params, m.hidden, m.depth, m.activation, dt)
+    convs = conv_modules(m.conv_impl)
+    enc = ConvEncoder(m.latent_dim, m.channels, m.depth, m.activation, dt, convs["conv"])
+    dec = ConvDecoder(tuple(image_shape), out_params, m.channels, m.depth, m.activation, dt,
+                      **convs)
   else:
     raise ValueError(f"Unknown model {m.name!r} for the vae task; allowed: {MODELS}")
   return VAE(enc, dec)

@@ -1,11 +1,14 @@
 """Tasks plug an objective into the one training loop (genimg_jax/train.py).
 
-A task is built from the config and provides:
-  init_state(rng) -> state                  pure, jitted by the loop with out_shardings
-  train_step(state, batch, rng) -> (state, metrics)   pure, compiled once by the loop
+A task is built from the config (refusing bad values before any compute) and provides:
+  init_state(rng) -> state.TrainState       pure; jitted by the loop with out_shardings
+  train_step(state, batch, rng) -> (state, metrics)
+                                            pure; compiled once by the loop; metrics is a
+                                            dict of named scalars, "loss" among them
   evaluate(state, mesh, rng, final) -> (metrics, {name: uint8 image grid})
-                                            the test set; final: the run's last evaluation
-  examples_per_step (optional)              training examples one step takes (default
+                                            on the test set; final: the run's last
+                                            evaluation (the full, slower protocol)
+  examples_per_step (optional attribute)    training examples one step takes (default
                                             train.batch_size; a GAN takes n_critic batches)
 
 The loop owns everything else: mesh, data, checkpoints, logging, results.

@@ -3,20 +3,23 @@
 Per call of train_step: `gan.n_critic` discriminator updates (lax.scan, each on its
 own slice of the real batch and fresh noise), then one generator update, then the
 EMA of the generator's weights. State layout:
-  params     {"g": ..., "d": ...}        opt_state {"g": ..., "d": ...}
-  extra      {"g_stats": G BatchNorm statistics, "d_stats": D spectral-norm
-              vectors / BatchNorm statistics, "ema": EMA of G params}
+  params       {"g": ..., "d": ...}        opt_state {"g": ..., "d": ...}
+  batch_stats  {"g": G BatchNorm statistics, "d": D spectral-norm vectors / BatchNorm
+               statistics}
+  ema_params   EMA of G's params ({} when gan.ema_decay = 0)
 Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty, and the
 gradient norms of both players.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from genimg_jax import data, images, optim, parallel, state as state_lib
+from genimg_jax import data, images, optim, parallel, state as state_lib, xla
 from genimg_jax.models import gan as gan_models
 from genimg_jax.objectives import gan as gan_obj
+from genimg_jax.tasks import sample_metrics
 
 
 class GANTask:
@@ -46,7 +49,8 @@ class GANTask:
     self.d_tx = optim.build_optimizer(config.d_optim, config.train.steps * g.n_critic)
     self.examples_per_step = config.train.batch_size * g.n_critic
     self.conditional = config.model.num_classes > 0
-    self._jitted = {}
+    sample_metrics.check(config)
+    self._generate = xla.jit(self.generate)
 
   # --- networks with their collections ------------------------------------------
   def _g(self, g_params, g_stats, z, y, train):
@@ -65,7 +69,8 @@ class GANTask:
       return out, upd["batch_stats"]
     return self.discriminator.apply(variables, x, y, train=False), d_stats
 
-  def _labels(self, rng, batch_size):
+  def sample_labels(self, rng, batch_size):
+    """Uniform class labels for a batch of samples, or None for an unconditional G."""
     if not self.conditional:
       return None
     return jax.random.randint(rng, (batch_size,), 0, self.config.model.num_classes)
@@ -78,11 +83,10 @@ class GANTask:
     gv = self.generator.init(kg, z, y, train=False)
     dv = self.discriminator.init(kd, jnp.zeros((2, *self.image_shape)), y, train=False)
     params = {"g": gv["params"], "d": dv["params"]}
-    extra = {"g_stats": gv.get("batch_stats", {}), "d_stats": dv.get("batch_stats", {}),
-             "ema": gv["params"] if self.config.gan.ema_decay > 0 else {}}
     opt_state = {"g": self.g_tx.init(params["g"]), "d": self.d_tx.init(params["d"])}
-    return state_lib.TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=opt_state,
-                                extra=extra, nonfinite_step=jnp.array(-1, jnp.int32))
+    stats = {"g": gv.get("batch_stats", {}), "d": dv.get("batch_stats", {})}
+    ema = gv["params"] if self.config.gan.ema_decay > 0 else {}
+    return state_lib.create(params, opt_state, ema_params=ema, batch_stats=stats)
 
   def _d_objective(self, d_params, d_stats, real, y_real, fake, y_fake, rng):
     g = self.config.gan
@@ -107,14 +111,14 @@ class GANTask:
     # [n_critic * B] -> n_critic slices of B rows; the split keeps each device's rows local.
     reals = batch["image"].reshape(B, g_cfg.n_critic, *self.image_shape).swapaxes(0, 1)
     labels = batch["label"].reshape(B, g_cfg.n_critic).swapaxes(0, 1)
-    p, o, ex = state.params, state.opt_state, state.extra
+    p, o, stats = state.params, state.opt_state, state.batch_stats
 
     def d_update(carry, inputs):
       d_params, d_opt, d_stats, g_stats = carry
       real, y_real, key = inputs
       kz, ky, kp = jax.random.split(key, 3)
       y_real = y_real if self.conditional else None
-      y_fake = self._labels(ky, B)
+      y_fake = self.sample_labels(ky, B)
       z = jax.random.normal(kz, (B, self.config.model.latent_dim))
       fake, _ = self._g(p["g"], g_stats, z, y_fake, True)  # batch stats, not stored
       fake = jax.lax.stop_gradient(fake)
@@ -127,15 +131,15 @@ class GANTask:
 
     d_keys = jax.random.split(jax.random.fold_in(rng, 0), g_cfg.n_critic)
     (d_params, d_opt, d_stats, _), d_parts = jax.lax.scan(
-        d_update, (p["d"], o["d"], ex["d_stats"], ex["g_stats"]), (reals, labels, d_keys))
+        d_update, (p["d"], o["d"], stats["d"], stats["g"]), (reals, labels, d_keys))
     d_parts = jax.tree.map(lambda v: v[-1], d_parts)
 
     kz, ky = jax.random.split(jax.random.fold_in(rng, 1))
     z = jax.random.normal(kz, (B, self.config.model.latent_dim))
-    y_fake = self._labels(ky, B)
+    y_fake = self.sample_labels(ky, B)
 
     def g_objective(g_params):
-      fake, g_stats = self._g(g_params, ex["g_stats"], z, y_fake, True)
+      fake, g_stats = self._g(g_params, stats["g"], z, y_fake, True)
       d_fake, _ = self._d(d_params, d_stats, fake, y_fake, True)
       loss = self.g_loss_fn(d_fake)
       return loss, g_stats
@@ -143,24 +147,36 @@ class GANTask:
     (g_loss, g_stats), g_grads = jax.value_and_grad(g_objective, has_aux=True)(p["g"])
     updates, g_opt = self.g_tx.update(g_grads, o["g"], p["g"])
     g_params = optax.apply_updates(p["g"], updates)
-    ema = ex["ema"]
+    ema = state.ema_params
     if g_cfg.ema_decay > 0:
-      ema = jax.tree.map(lambda e, w: g_cfg.ema_decay * e + (1 - g_cfg.ema_decay) * w, ema, g_params)
+      ema = state_lib.ema_update(ema, g_params, g_cfg.ema_decay)
     metrics = dict(d_parts, g_loss=g_loss, g_grad_norm=state_lib.tree_norm(g_grads))
     metrics["loss"] = d_parts["d_loss"] + g_loss  # the scalar whose finiteness is watched
     finite = state_lib.all_finite(metrics["loss"], g_grads, d_params)
     new = {"params": {"g": g_params, "d": d_params}, "opt_state": {"g": g_opt, "d": d_opt},
-           "extra": {"g_stats": g_stats, "d_stats": d_stats, "ema": ema}}
+           "batch_stats": {"g": g_stats, "d": d_stats}, "ema_params": ema}
     return state_lib.guarded_apply(state, new, finite), metrics
 
   # --- sampling and evaluation ---------------------------------------------------------
   def sampling_params(self, state):
     """The generator weights used for samples and metrics: the EMA ones when on."""
-    return state.extra["ema"] if self.config.gan.ema_decay > 0 else state.params["g"]
+    return state.ema_params if self.config.gan.ema_decay > 0 else state.params["g"]
 
   def generate(self, g_params, g_stats, z, y):
     """Images in [-1, 1] from the generator in inference mode."""
     return self._g(g_params, g_stats, z, y, False)[0]
+
+  def sample(self, state, rng, n, batch_size):
+    """n generator samples (labels uniform when conditional) in [-1, 1], host float32 NHWC."""
+    params, stats = self.sampling_params(state), state.batch_stats["g"]
+    out = []
+    for i in range(0, n, batch_size):
+      b = min(batch_size, n - i)
+      kz, ky = jax.random.split(jax.random.fold_in(rng, i))
+      z = jax.random.normal(kz, (b, self.config.model.latent_dim))
+      out.append(np.asarray(parallel.fetch(self._generate(params, stats, z,
+                                                          self.sample_labels(ky, b)))))
+    return np.concatenate(out)
 
   def fixed_noise(self, n):
     """The same z (and labels) at every evaluation, so grids are comparable over steps."""
@@ -170,15 +186,16 @@ class GANTask:
     return z, y
 
   def evaluate(self, state, mesh, rng, final):
-    """Sample grid always; FD/KID/PR/IS (genimg_jax/metrics) at the final evaluation."""
-    from genimg_jax import metrics as metrics_lib
+    """Sample grid always; FD/KID/PR/IS (tasks/sample_metrics.py) at the final evaluation."""
+    del mesh  # sampling and features are cheap next to training; done replicated
     n = self.config.eval.grid_size**2
-    if "generate" not in self._jitted:
-      self._jitted["generate"] = jax.jit(self.generate, compiler_options=parallel.compiler_options())
     z, y = self.fixed_noise(n)
-    x = self._jitted["generate"](self.sampling_params(state), state.extra["g_stats"], z, y)
+    x = self._generate(self.sampling_params(state), state.batch_stats["g"], z, y)
     grid = images.make_grid(images.to_uint8(parallel.fetch(x), (-1.0, 1.0)), self.config.eval.grid_size)
     results = {}
     if final:
-      results = metrics_lib.evaluate_generator(self, state, mesh, rng)
+      sampler = "EMA generator" if self.config.gan.ema_decay > 0 else "generator"
+      results = sample_metrics.evaluate(
+          self.config, lambda r, k: self.sample(state, r, k, self.config.metrics.batch_size),
+          rng, {"sampler": sampler})
     return results, {"samples": grid}

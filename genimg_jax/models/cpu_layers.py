@@ -1,0 +1,234 @@
+"""Convolutions in forms that XLA:CPU runs fast: what the models use on a CPU only.
+
+The models are plain Flax: they take their convolution modules as fields that default to
+nn.Conv and nn.ConvTranspose. `layers.conv_modules` injects the two classes below instead
+when model.conv_impl is "cpu", or "auto" on a CPU backend. Each takes the arguments of its
+Flax counterpart (the ones the models use), creates the same parameters under the same
+auto-names (Conv_i, ConvTranspose_i), so checkpoints move between the two forms, and
+computes the same function (tests/test_cpu_layers.py checks values and gradients).
+What differs is how, where XLA:CPU is slow at the plain form:
+
+* Conv, stride 1, SAME, few output features (k*k*features <= 2*cin, e.g. a decoder's
+  image-output layer): the input times every tap as one matmul, each tap's product then
+  added at its output place (`conv2d`'s "scatter" form). XLA:CPU runs a convolution with
+  few output features at a few GFLOP/s.
+* Conv, stride 2, SAME: XLA's own convolution with hand-written gradients
+  (`strided_conv`, a custom VJP): XLA:CPU's autodiff kernel gradient of a strided
+  convolution lands in a non-canonical layout and runs in a naive loop inside a train
+  step. (A custom VJP has no forward-mode rule: jax.jvp through it fails, which is one
+  reason it is not the default form.)
+* ConvTranspose 4x4, stride 2, SAME: the four output phases as 2x2 correlations of the
+  input interleaved ("phases"), or for few output features the all-taps matmul
+  ("scatter"): XLA:CPU runs the gradient of a transposed convolution far slower than that
+  of an ordinary one.
+
+Any other shape falls back to lax's convolution, as the Flax module computes it.
+The measurements behind each choice: benchmarks/README.md, "Design notes".
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _pair(v):
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _params(module, x_BHWC, kernel_hw):
+  """nn.Conv's parameters (kernel [kh, kw, cin, features], lecun_normal; bias, zeros),
+  created in its order, with x and the kernel cast to the module's compute dtype."""
+  kernel = module.param("kernel", nn.initializers.lecun_normal(),
+                        (*kernel_hw, x_BHWC.shape[-1], module.features))
+  bias = (module.param("bias", nn.initializers.zeros, (module.features,))
+          if module.use_bias else None)
+  if module.dtype is not None:
+    x_BHWC, kernel = x_BHWC.astype(module.dtype), kernel.astype(module.dtype)
+  return x_BHWC, kernel, bias
+
+
+def _add_bias(y, bias):
+  return y if bias is None else y + bias.astype(y.dtype)
+
+
+class Conv(nn.Module):
+  """nn.Conv (features, kernel_size, strides, padding, use_bias, dtype) in XLA:CPU's fast forms."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Any = 1
+  padding: Any = "SAME"
+  use_bias: bool = True
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    k, s = _pair(self.kernel_size), _pair(self.strides)
+    x, kernel, bias = _params(self, x_BHWC, k)
+    square_same = self.padding == "SAME" and k[0] == k[1]
+    if square_same and s == (1, 1):
+      y = conv2d(x, kernel)
+    elif square_same and s == (2, 2):
+      y = strided_conv(x, kernel)
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, s, self.padding, dimension_numbers=_NHWC)
+    return _add_bias(y, bias)
+
+
+class ConvTranspose(nn.Module):
+  """nn.ConvTranspose (features, kernel_size, strides, padding, use_bias, dtype); the 4x4,
+  stride-2, SAME case in XLA:CPU's fast forms."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Any = 1
+  padding: Any = "SAME"
+  use_bias: bool = True
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    k, s = _pair(self.kernel_size), _pair(self.strides)
+    x, kernel, bias = _params(self, x_BHWC, k)
+    if (k, s, self.padding) == ((4, 4), (2, 2), "SAME"):
+      y = conv_transpose_4x4s2(x, kernel)
+    else:
+      y = jax.lax.conv_transpose(x, kernel, s, self.padding, dimension_numbers=_NHWC)
+    return _add_bias(y, bias)
+
+
+# --- stride 1: conv2d ---------------------------------------------------------------
+def conv_method(in_features, features, kernel_size):
+  """conv2d's form: "scatter" for few output features, else XLA's "conv"."""
+  return "scatter" if kernel_size**2 * features <= 2 * in_features else "conv"
+
+
+def conv2d(x_BHWC, kernel, method=None):
+  """Stride-1, SAME convolution without bias: x [B, H, W, cin], kernel [k, k, cin, F] ->
+  [B, H, W, F]. method: "conv" | "scatter" | None (conv_method decides)."""
+  k, _, cin, F = kernel.shape
+  method = method or conv_method(cin, F, k)
+  pads = ((k - 1) // 2, k // 2)
+  if method == "conv":
+    return jax.lax.conv_general_dilated(x_BHWC, kernel, (1, 1), (pads, pads),
+                                        dimension_numbers=_NHWC)
+  if method != "scatter":
+    raise ValueError(f"Unknown conv2d method {method!r}; allowed: conv, scatter")
+  B, H, W, _ = x_BHWC.shape
+  # output (h, w) takes tap (i, j) from the input pixel (h + i - pads[0], w + j - pads[0])
+  z = _tap_products(x_BHWC, kernel, pads)
+  return sum(z[:, i:i + H, j:j + W, i, j] for i in range(k) for j in range(k))
+
+
+def _tap_products(x_BHWC, kernel, pads):
+  """The input times every tap of `kernel` [kh, kw, cin, F] as one matrix multiply
+  ([B*H*W, cin] x [cin, kh*kw*F]), padded: z [B, pads[0]+H+pads[1], ..., kh, kw, F] with
+  z[b, pads[0] + p, pads[0] + q, i, j] = x[b, p, q] . kernel[i, j], zeros in the padding.
+  The scatter forms add its slices at their output places."""
+  B, H, W, cin = x_BHWC.shape
+  kh, kw, _, F = kernel.shape
+  z = x_BHWC.reshape(B * H * W, cin) @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * F)
+  return jnp.pad(z.reshape(B, H, W, kh, kw, F), ((0, 0), pads, pads, (0, 0), (0, 0), (0, 0)))
+
+
+# --- 4x4 stride-2 transposed convolution ----------------------------------------------
+def transpose_method(in_features, features):
+  """conv_transpose_4x4s2's form: "scatter" for few output features, else "phases"."""
+  return "scatter" if 16 * features <= in_features else "phases"
+
+
+def conv_transpose_4x4s2(x_BHWC, kernel, method=None):
+  """nn.ConvTranspose(F, (4, 4), (2, 2), "SAME") without bias: x [B, H, W, cin], kernel
+  [4, 4, cin, F] -> [B, 2H, 2W, F]. method: "phases" | "scatter" | None (transpose_method).
+
+  Along one axis, output 2p is x[p-1] k[0] + x[p] k[2] and output 2p+1 is
+  x[p] k[1] + x[p+1] k[3]: each of the 4 output phases (row and column parity) is a 2x2
+  correlation of the input.
+  """
+  cin, F = kernel.shape[2:]
+  method = method or transpose_method(cin, F)
+  B, H, W, _ = x_BHWC.shape
+  taps = {0: ((0, -1), (2, 0)), 1: ((1, 0), (3, 1))}  # phase -> ((k index, input offset), ...)
+  if method == "phases":
+    # taps of phase 0 sit at offsets -1, 0 (padding 1 before), of phase 1 at 0, +1
+    pad = {0: (1, 0), 1: (0, 1)}
+
+    def phase(a, b):
+      kab = jnp.stack([jnp.stack([kernel[kr, kc] for kc, _ in taps[b]]) for kr, _ in taps[a]])
+      return jax.lax.conv_general_dilated(x_BHWC, kab, (1, 1), (pad[a], pad[b]),
+                                          dimension_numbers=_NHWC)
+  elif method == "scatter":
+    z = _tap_products(x_BHWC, kernel, (1, 1))
+
+    def phase(a, b):
+      return sum(z[:, 1 + r:1 + r + H, 1 + c:1 + c + W, kr, kc]
+                 for kr, r in taps[a] for kc, c in taps[b])
+  else:
+    raise ValueError(f"Unknown conv_transpose_4x4s2 method {method!r}; allowed: phases, scatter")
+  # interleave the phases: [B, H, 2 (row phase), W, 2 (column phase), F]
+  y = jnp.stack([jnp.stack([phase(a, b) for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
+  return y.reshape(B, 2 * H, 2 * W, F)
+
+
+# --- stride 2: strided_conv with written-out gradients -----------------------------------
+def _same_pads(n, k):
+  """SAME padding (before, after) of a length-n axis for a k-tap, stride-2 window, as lax."""
+  total = max((-(-n // 2) - 1) * 2 + k - n, 0)
+  return total // 2, total - total // 2
+
+
+def _conv_s2(x_BHWC, kernel):
+  k = kernel.shape[0]
+  pads = (_same_pads(x_BHWC.shape[1], k), _same_pads(x_BHWC.shape[2], k))
+  return jax.lax.conv_general_dilated(x_BHWC, kernel, (2, 2), pads, dimension_numbers=_NHWC)
+
+
+def _patches(x_BHWC, k):
+  """The k*k strided slices of the SAME-padded input, stacked: [B, H/2, W/2, k*k*cin]."""
+  B, H, W, C = x_BHWC.shape
+  x = jnp.pad(x_BHWC, ((0, 0), _same_pads(H, k), _same_pads(W, k), (0, 0)))
+  oh, ow = -(-H // 2), -(-W // 2)
+  return jnp.concatenate([x[:, dy:dy + 2 * oh - 1:2, dx:dx + 2 * ow - 1:2, :]
+                          for dy in range(k) for dx in range(k)], axis=-1)
+
+
+@jax.custom_vjp
+def strided_conv(x_BHWC, kernel):
+  """k x k, stride-2, SAME convolution without bias: x [B, H, W, cin], kernel [k, k, cin, F].
+
+  The value is XLA's strided convolution; the gradients are written out:
+  * kernel: the same convolution with its operands transposed to the canonical NHWC /
+    HWIO layouts (the input's channels as batch, its batch as features), the output
+    gradient dilated by 2 as the window;
+  * input: for k = 4 on even sizes the 4x4 stride-2 transposed convolution of the output
+    gradient with the flipped, transposed kernel (conv_transpose_4x4s2); otherwise the
+    transpose of the patches form.
+  """
+  return _conv_s2(x_BHWC, kernel)
+
+
+def _strided_conv_fwd(x_BHWC, kernel):
+  return _conv_s2(x_BHWC, kernel), (x_BHWC, kernel)
+
+
+def _strided_conv_bwd(residuals, dy_BHWF):
+  x, kernel = residuals
+  k, cin, F = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  H, W = x.shape[1:3]
+  # dk[i, j, c, f] = sum_{b, p, q} xpad[b, 2p + i, 2q + j, c] dy[b, p, q, f]: a stride-1
+  # convolution of xpad (as [cin, Hp, Wp, B]) with dy (as [oh, ow, B, F]) dilated by 2,
+  # whose output is exactly [cin, k, k, F].
+  xpad = jnp.pad(x, ((0, 0), _same_pads(H, k), _same_pads(W, k), (0, 0)))
+  dk = jax.lax.conv_general_dilated(xpad.transpose(3, 1, 2, 0), dy_BHWF.transpose(1, 2, 0, 3),
+                                    (1, 1), "VALID", rhs_dilation=(2, 2), dimension_numbers=_NHWC)
+  dk = dk.transpose(1, 2, 0, 3).astype(kernel.dtype)
+  if k == 4 and H % 2 == 0 and W % 2 == 0:  # SAME pads (1, 1): input 2p <- dy[p] k[1] + dy[p-1] k[3]
+    dx = conv_transpose_4x4s2(dy_BHWF, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+  else:
+    g = dy_BHWF @ kernel.reshape(k * k * cin, F).T
+    dx = jax.vjp(lambda v: _patches(v, k), x)[1](g)[0]
+  return dx.astype(x.dtype), dk
+
+
+strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)

@@ -1,0 +1,271 @@
+"""A workdir holds one run: the lock that keeps it to one writer, and the run's identity.
+
+`open_run(workdir, config, fresh)` is what train.run does before writing anything:
+1. checks that the workdir can be a folder and can be written;
+2. takes WORKDIR/lock (host, pid, start time, a heartbeat every minute): a second
+   launch on the same workdir exits at once naming the holder; a lock left by a dead
+   process on this host, or whose heartbeat stopped LOCK_STALE_SECONDS ago (a VM that
+   went away), is taken over with a warning;
+3. compares the config with the run's config.json field by field: a rerun may change
+   only the fields of configs.MAY_CHANGE_BETWEEN_LAUNCHES; any other difference is
+   refused, listing each field (old -> new) and the two ways out: another --workdir, or
+   --fresh, which moves the old run aside to WORKDIR.replaced-<time> (never deletes it);
+4. writes config.json.
+Multi-host: process 0 does all of this; the others wait for its verdict.
+"""
+import contextlib
+import datetime
+import os
+import socket
+import threading
+import time
+import uuid
+
+from absl import logging
+import jax
+
+from genimg_jax import configs, files
+
+LOCK_STALE_SECONDS = 600   # another host's lock without a heartbeat for this long is stale
+HEARTBEAT_SECONDS = 60
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot hold this run (a user error: exit code 2)."""
+
+
+class WorkdirLocked(WorkdirError):
+  """Another launch is writing to the workdir."""
+
+
+# --- run identity ---------------------------------------------------------------------
+def flatten(d, prefix=""):
+  """{"a": {"b": 1}} -> {"a.b": 1}."""
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _may_change(field):
+  return any(field == f or (f.endswith(".*") and field.startswith(f[:-1]))
+             for f in configs.MAY_CHANGE_BETWEEN_LAUNCHES)
+
+
+def config_differences(old, new, defaults):
+  """[(field, old value, new value)] of the fields that may not change between launches.
+
+  old: the run's config.json (a dict); new: this launch's config (a dict); defaults: the
+  task's default config (a dict): a field that `old` lacks (added to the code since) is
+  unchanged when the new value is its default. A field `new` lacks is "(removed)".
+  """
+  old, new, defaults = flatten(old), flatten(_json(new)), flatten(_json(defaults))
+  diffs = []
+  for field in sorted(set(old) | set(new)):
+    if _may_change(field):
+      continue
+    if field not in old:
+      if field in defaults and new[field] == defaults[field]:
+        continue
+      diffs.append((field, "(absent)", new[field]))
+    elif field not in new:
+      diffs.append((field, old[field], "(removed)"))
+    elif old[field] != new[field]:
+      diffs.append((field, old[field], new[field]))
+  return diffs
+
+
+def _json(d):
+  import json
+  return json.loads(json.dumps(d, default=files._to_builtin))
+
+
+def _identity_error(workdir, diffs):
+  lines = "\n".join(f"  {f}: {o!r} -> {n!r}" for f, o, n in diffs)
+  return WorkdirError(
+      f"Workdir {workdir} holds another run: its config.json differs from this launch's in "
+      f"{len(diffs)} field(s) that a rerun may not change:\n{lines}\n"
+      "Rerun with the same config to resume it, pass another --workdir for a new run, or "
+      "pass --fresh to start this workdir afresh (the old run is moved aside to "
+      f"{os.path.basename(str(workdir))}.replaced-<time>, not deleted). Fields a rerun may "
+      f"change: {', '.join(configs.MAY_CHANGE_BETWEEN_LAUNCHES)}.")
+
+
+def _holds_a_run(workdir):
+  return any(files.join(workdir, n).exists() for n in ("config.json", "checkpoints", "results.json"))
+
+
+def move_aside(workdir):
+  """Moves every entry of the workdir but the lock to WORKDIR.replaced-<UTC time>/."""
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+  w = files.path(workdir)
+  dest = w.parent / f"{w.name}.replaced-{stamp}"
+  dest.mkdir(parents=True)
+  for entry in w.iterdir():
+    if entry.name != "lock":
+      files.move(entry, dest / entry.name)
+  logging.warning("--fresh: moved the previous run in %s aside to %s.", w, dest)
+  return dest
+
+
+# --- the lock -----------------------------------------------------------------------------
+def _now():
+  return time.time()
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+class Lock:
+  """WORKDIR/lock: {"host", "pid", "started", "heartbeat", "token"} of the launch writing it."""
+
+  def __init__(self, workdir):
+    self.path = files.join(workdir, "lock")
+    self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now(),
+                 "heartbeat": _now(), "token": uuid.uuid4().hex}
+    self._stop = threading.Event()
+    self._thread = None
+
+  def _holder(self):
+    try:
+      return files.read_json(self.path)
+    except (FileNotFoundError, ValueError):  # gone, or caught half-written: read again later
+      return None
+
+  def _describe(self, h):
+    started = datetime.datetime.fromtimestamp(h.get("started", 0)).isoformat(timespec="seconds")
+    return f"host {h.get('host')!r}, pid {h.get('pid')}, started {started}"
+
+  def _stale_reason(self, h):
+    if h.get("host") == self.info["host"]:
+      return None if _alive(int(h.get("pid", -1))) else "its process is no longer running"
+    age = _now() - float(h.get("heartbeat", 0))
+    return f"no heartbeat for {age:.0f} s" if age > LOCK_STALE_SECONDS else None
+
+  def acquire(self):
+    holder = self._holder()
+    if holder is not None:
+      reason = self._stale_reason(holder)
+      if reason is None:
+        raise WorkdirLocked(
+            f"Workdir {self.path.parent} is in use by another launch ({self._describe(holder)}; "
+            f"lock file {self.path}). Wait for it to end, or pass another --workdir. If no "
+            "such launch runs, remove the lock file.")
+      logging.warning("Taking over the lock of %s: its holder (%s) is gone (%s).",
+                      self.path.parent, self._describe(holder), reason)
+      self.path.unlink(missing_ok=True)
+    self._create()
+    self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
+    self._thread.start()
+
+  def _create(self):
+    data = files.to_json_bytes(self.info)
+    if files.is_remote(self.path):
+      # Cloud Storage: write, then read back after a moment; a launch racing this one
+      # finds the other's token there and gives way.
+      self.path.write_bytes(data)
+      time.sleep(0.5)
+      holder = self._holder()
+      if not holder or holder.get("token") != self.info["token"]:
+        raise WorkdirLocked(f"Workdir {self.path.parent} was locked by another launch at the "
+                            f"same time ({self._describe(holder or {})}).")
+      return
+    try:
+      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      raise WorkdirLocked(f"Workdir {self.path.parent} was locked by another launch at the same "
+                          f"time ({self._describe(self._holder() or {})}).") from None
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+
+  def _heartbeat(self):
+    while not self._stop.wait(HEARTBEAT_SECONDS):
+      holder = self._holder()
+      if holder and holder.get("token") != self.info["token"]:
+        logging.error("The lock of %s was taken by %s.", self.path.parent, self._describe(holder))
+        return
+      self.info["heartbeat"] = _now()
+      try:
+        files.write_bytes(self.path, files.to_json_bytes(self.info))
+      except OSError as e:  # a passing storage error: try again at the next beat
+        logging.warning("Could not refresh the workdir lock: %s", e)
+
+  def release(self):
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    holder = self._holder()
+    if holder and holder.get("token") == self.info["token"]:
+      self.path.unlink(missing_ok=True)
+
+
+# --- opening a workdir --------------------------------------------------------------------
+def _check_writable(workdir):
+  w = files.path(workdir)
+  if w.exists() and not w.is_dir():
+    raise WorkdirError(f"--workdir {w} is a file, not a folder; pass a folder.")
+  try:
+    w.mkdir(parents=True, exist_ok=True)
+    probe = w / f".write-test-{uuid.uuid4().hex}"
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f"Cannot write to workdir {w} ({type(e).__name__}: {e}); pass a folder "
+                       "you can write with --workdir.") from None
+
+
+def _prepare(workdir, config, fresh):
+  """Process 0's part of open_run; returns the lock."""
+  _check_writable(workdir)
+  lock = Lock(workdir)
+  lock.acquire()
+  try:
+    if fresh and _holds_a_run(workdir):
+      move_aside(workdir)
+    path = files.join(workdir, "config.json")
+    if path.exists():
+      diffs = config_differences(files.read_json(path), config.to_dict(),
+                                 configs.defaults(config.task).to_dict())
+      if diffs:
+        raise _identity_error(files.path(workdir), diffs)
+    files.write_json(path, config.to_dict())
+  except BaseException:
+    lock.release()
+    raise
+  return lock
+
+
+@contextlib.contextmanager
+def open_run(workdir, config, fresh=False):
+  """Locks the workdir for this launch, checks the run's identity, writes config.json;
+  releases the lock on exit. Raises WorkdirError (before any compute) when refused."""
+  lock, error = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = _prepare(workdir, config, fresh)
+    except WorkdirError as e:
+      error = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    import numpy as np
+    ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+    if not ok and error is None:
+      error = WorkdirError(f"Process 0 refused workdir {workdir} (see its log).")
+  if error is not None:
+    raise error
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
