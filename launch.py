@@ -23,9 +23,9 @@ EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "expe
 DEFAULT_COMPILATION_CACHE = "~/.cache/genimg_jax/xla"
 EXIT_USER_ERROR, EXIT_PREEMPTED, EXIT_INTERRUPTED = 2, 75, 130
 # Field names of other codebases (and renamed ones) that "did you mean" should map to ours.
-ALIASES = {"learning_rate": "lr", "lr_schedule": "schedule", "num_steps": "steps",
-           "total_steps": "steps", "batch": "batch_size", "hidden": "mlp_units",
-           "d_hidden": "d_channels", "dataset": "name", "seed_": "seed"}
+ALIASES = {"learning_rate": ("lr",), "lr_schedule": ("schedule",), "num_steps": ("steps",),
+           "total_steps": ("steps",), "batch": ("batch_size",),
+           "hidden": ("mlp_units", "channels"), "d_hidden": ("d_channels",), "dataset": ("name",)}
 
 
 def available_experiments():
@@ -65,12 +65,13 @@ def _fields(d, prefix=""):
       yield f"{prefix}{k}"
 
 
-def check_overrides(argv, name, arg):
-  """Exits with one line, and a "did you mean", for an --experiment.FIELD that does not exist."""
+def check_experiment(argv, name, arg):
+  """Exits with one line for an unknown variant ARG, and with a "did you mean" for an
+  --experiment.FIELD that does not exist."""
+  if name is None:
+    return
   overrides = [a[len("--experiment."):].split("=", 1)[0] for a in argv
                if a.startswith("--experiment.")]
-  if not overrides or name is None:
-    return
   import importlib
   sys.path.insert(0, os.path.dirname(EXPERIMENTS_DIR))
   try:
@@ -82,9 +83,12 @@ def check_overrides(argv, name, arg):
     if field in fields:
       continue
     group, _, last = field.rpartition(".")
-    guesses = [f"{group}.{ALIASES[last]}".lstrip(".")] if last in ALIASES else []
-    guesses += difflib.get_close_matches(field, fields, n=3, cutoff=0.6)
-    guesses = [g for g in dict.fromkeys(guesses) if g in fields]
+    siblings = {f.rpartition(".")[2]: f for f in fields if f.rpartition(".")[0] == group}
+    alias = difflib.get_close_matches(last, list(ALIASES), n=1, cutoff=0.8)
+    guesses = [siblings[a] for a in ALIASES[alias[0]] if a in siblings] if alias else []
+    if not guesses:
+      guesses = [siblings[g] for g in difflib.get_close_matches(last, siblings, n=3, cutoff=0.6)]
+      guesses = guesses or difflib.get_close_matches(field, fields, n=3, cutoff=0.8)
     hint = f"; did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else (
         f"; the fields of {group or 'the config'}: "
         + ", ".join(f for f in fields if f.startswith(group + ".")) if group else "")
@@ -223,7 +227,7 @@ if __name__ == "__main__":
     print("\n".join(available_experiments()))
     sys.exit(0)
   _argv, _name, _arg = resolve_experiment(sys.argv)
-  check_overrides(_argv, _name, _arg)
+  check_experiment(_argv, _name, _arg)
   from absl import app
   define_flags()
   app.run(lambda argv: main(argv, _name, _arg), argv=_argv, flags_parser=parse_flags)

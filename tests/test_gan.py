@@ -182,3 +182,22 @@ def test_sngan_cifar10_runlocal_on_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=64):
     r = train.run(c, str(tmp_path))
   assert r["steps"] == 4 and np.isfinite(r["train_metrics"]["d_loss"])
+
+
+def test_a_classifier_trained_on_other_data_is_refused_before_training(classifier_workdir, tmp_path):
+  from genimg_jax import configs, metrics
+  from genimg_jax.tasks import sample_metrics
+  c = configs.on_dataset(gan_config(), "fashion_mnist")
+  c.metrics.classifier_workdir = classifier_workdir  # trained on MNIST
+  c.metrics.cache_dir = str(tmp_path / "cache")
+  with pytest.raises(ValueError, match="trained on 'mnist', but this run's data is 'fashion_mnist'"):
+    train.run(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+  # computed anyway when allowed, and marked so beside the numbers
+  c.metrics.allow_mismatched = True
+  tasks.build_task(c)  # now accepted
+  out = sample_metrics.evaluate(c, lambda rng, n: metrics.real_images(c, "test", n),
+                                jax.random.PRNGKey(0), {"sampler": "real test images"})
+  protocol = out["classifier/protocol"]
+  assert "trained on 'mnist'" in protocol["mismatched"] and protocol["trained_on"] == "mnist"
+  assert np.isfinite(out["classifier/fd"])

@@ -92,6 +92,8 @@ def test_rerun_resumes_at_saved_step(first_run, tmp_path):
   with open(os.path.join(workdir, "results.json")) as f:
     r = json.load(f)
   assert r["resumed_from_step"] == 20 and r["startup_seconds"] == 0
+  assert r["train_metrics"]["loss"] < 530  # a re-evaluation keeps the run's last train metrics
+  assert [(l["from_step"], l["to_step"]) for l in r["launches"]] == [(0, 20)]
   # a longer run in the same workdir continues from step 20, not from scratch
   proc = again("--experiment.train.steps=30")
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,9 +116,50 @@ def test_unknown_experiment_lists_available():
   assert "Unknown experiment 'vae_mnst'" in proc.stderr and "vae_mnist" in proc.stderr
 
 
-def test_misspelled_override_key_is_an_error(tmp_path):
+def test_misspelled_override_key_is_an_error_with_a_hint(tmp_path):
   proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={tmp_path}",
                 "--experiment.optim.learning_rate=3e-4")
-  assert proc.returncode != 0
-  assert "learning_rate" in proc.stderr
-  assert not os.path.exists(tmp_path / "results.json")
+  assert proc.returncode == 2
+  assert "Unknown config field 'optim.learning_rate'" in proc.stderr
+  assert "did you mean 'optim.lr'?" in proc.stderr and "Traceback" not in proc.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  proc = launch("--experiment=vae_mnist:runlocal", f"--workdir={a_file}")
+  assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  proc = launch("--experiment=vae_mnist:nosuchvariant")
+  assert proc.returncode == 2 and "Unknown variant(s) nosuchvariant" in proc.stderr
+
+
+def _launch_until(workdir, signum, *args):
+  """launch.py with many steps, sent `signum` once the first progress line is out."""
+  import signal
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.Popen([sys.executable, "launch.py", "--experiment=vae_mnist:runlocal",
+                           f"--workdir={workdir}", "--experiment.train.steps=100000",
+                           "--experiment.train.log_every=50", "--experiment.train.checkpoint_every=100",
+                           *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if "steps/s" in line:
+      proc.send_signal(signum)
+      break
+  rest = proc.communicate(timeout=300)[1]
+  return proc.returncode, "".join(lines) + rest
+
+
+def test_exit_codes_tell_preempted_from_interrupted(tmp_path):
+  import signal
+  rc, err = _launch_until(tmp_path / "term", signal.SIGTERM)
+  assert rc == 75, err[-2000:]  # preempted: a checkpoint was saved; requeue
+  saved = sorted(int(p) for p in os.listdir(tmp_path / "term" / "checkpoints") if p.isdigit())
+  assert saved and f"saved a checkpoint at step {saved[-1]}" in err
+  rc, err = _launch_until(tmp_path / "int", signal.SIGINT)
+  assert rc == 130, err[-2000:]
+  assert "Interrupted at step" in err and "rerun" in err
+  assert "Traceback" not in err

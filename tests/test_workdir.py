@@ -1,0 +1,184 @@
+"""A workdir is one run: identity against config.json, --fresh, the lock, state mismatches,
+launches recorded per launch, and datasets that are not there."""
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from genimg_jax import checkpoint, data, files, train, workdir as workdir_lib
+
+
+def _config(**overrides):
+  from experiments import vae_mnist
+  c = vae_mnist.get_config("runlocal")
+  c.experiment, c.experiment_arg = "vae_mnist", "runlocal"
+  c.train.steps, c.train.log_every, c.train.checkpoint_every = 4, 2, 2
+  for key, value in overrides.items():
+    group, field = key.split(".")
+    c[group][field] = value
+  return c
+
+
+def _snapshot(workdir):
+  """Every file under the workdir with its bytes (the lock aside)."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "**", "*"), recursive=True):
+    if os.path.isfile(path) and os.path.basename(path) != "lock":
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A finished 4-step vae_mnist:runlocal run, and a snapshot of its files."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  results = train.run(_config(), workdir)
+  return workdir, results, _snapshot(workdir)
+
+
+@pytest.mark.parametrize("field,value,shown", [
+    ("model.mlp_units", 32, "model.mlp_units: 64 -> 32"),        # shape-bearing
+    ("data.name", "fashion_mnist", "data.name: 'mnist' -> 'fashion_mnist'"),
+    ("optim.lr", 3e-4, "optim.lr: 0.001 -> 0.0003"),
+])
+def test_another_config_is_refused_and_nothing_is_touched(finished_run, field, value, shown):
+  workdir, _, before = finished_run
+  with pytest.raises(workdir_lib.WorkdirError) as e:
+    train.run(_config(**{field: value}), workdir)
+  message = str(e.value)
+  assert "holds another run" in message and shown in message
+  assert "--workdir" in message and "--fresh" in message
+  assert _snapshot(workdir) == before  # not a byte changed, no checkpoint set aside
+  assert not os.path.exists(os.path.join(workdir, "lock"))  # released
+
+
+def test_a_field_missing_from_an_older_config_counts_as_its_default():
+  old = {"model": {"name": "mlp_vae"}, "train": {"steps": 10}}
+  defaults = {"model": {"name": "mlp_vae", "conv_impl": "auto", "new_size": 3}, "train": {"steps": 10}}
+  new = {"model": {"name": "mlp_vae", "conv_impl": "auto", "new_size": 3}, "train": {"steps": 20}}
+  assert workdir_lib.config_differences(old, new, defaults) == []  # steps may change
+  new["model"]["new_size"] = 4
+  assert workdir_lib.config_differences(old, new, defaults) == [("model.new_size", "(absent)", 4)]
+  assert workdir_lib.config_differences({"model": {"gone": 1}}, {"model": {}}, {}) == [
+      ("model.gone", 1, "(removed)")]
+
+
+def test_an_allowed_change_resumes_and_launches_are_recorded_each(tmp_path):
+  """train.steps may change (the run goes on); a launch on other devices is recorded as one
+  more launch, not in place of the first."""
+  c = _config()
+  train.run(c, str(tmp_path), devices=jax.devices()[:1])
+  c.train.steps, c.eval.num_examples = 8, 100  # both may change between launches
+  r = train.run(c, str(tmp_path), devices=jax.devices())
+  assert r["resumed_from_step"] == 4 and r["steps"] == 8
+  assert [(l["from_step"], l["to_step"], l["devices"]["count"]) for l in r["launches"]] == [
+      (0, 4, 1), (4, 8, 4)]
+
+
+def test_fresh_moves_the_old_run_aside(finished_run, tmp_path):
+  import shutil
+  workdir = str(tmp_path / "run")
+  shutil.copytree(finished_run[0], workdir)
+  old = _snapshot(workdir)
+  r = train.run(_config(**{"model.mlp_units": 32}), workdir, fresh=True)
+  assert r["resumed_from_step"] == 0 and r["config"]["model"]["mlp_units"] == 32
+  aside = glob.glob(workdir + ".replaced-*")
+  assert len(aside) == 1 and _snapshot(aside[0]) == old  # the old run, whole
+
+
+def test_a_checkpoint_of_another_shape_is_a_mismatch_not_corrupt(finished_run, tmp_path):
+  """Even when config.json does not tell (deleted here), a restore into other shapes is
+  reported as a mismatch and no checkpoint is set aside."""
+  import shutil
+  workdir = str(tmp_path / "run")
+  shutil.copytree(finished_run[0], workdir)
+  os.remove(os.path.join(workdir, "config.json"))
+  before = {k: v for k, v in _snapshot(workdir).items() if k != "config.json"}
+  with pytest.raises(checkpoint.StateMismatch, match="(?s)another structure or shape.*kernel"):
+    train.run(_config(**{"model.mlp_units": 32}), workdir)
+  after = _snapshot(workdir)
+  assert not glob.glob(os.path.join(workdir, "checkpoints", "corrupt-*"))
+  assert {k: v for k, v in after.items() if k in before} == before
+
+
+def _write_lock(workdir, **holder):
+  os.makedirs(workdir, exist_ok=True)
+  info = {"host": socket.gethostname(), "started": 0.0, "heartbeat": 0.0, "token": "x", **holder}
+  with open(os.path.join(workdir, "lock"), "w") as f:
+    json.dump(info, f)
+
+
+def test_a_second_launch_is_refused_naming_the_holder(tmp_path):
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    _write_lock(str(tmp_path), pid=holder.pid)
+    with pytest.raises(workdir_lib.WorkdirLocked, match=f"in use by another launch.*pid {holder.pid}"):
+      train.run(_config(), str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints")
+    # another host's lock with a fresh heartbeat holds too
+    _write_lock(str(tmp_path), host="elsewhere", pid=1, heartbeat=workdir_lib._now())
+    with pytest.raises(workdir_lib.WorkdirLocked, match="host 'elsewhere'"):
+      train.run(_config(), str(tmp_path))
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+@pytest.mark.parametrize("stale", ["dead process", "old heartbeat"])
+def test_a_stale_lock_is_taken_over(tmp_path, stale):
+  if stale == "dead process":
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _write_lock(str(tmp_path), pid=gone.pid)
+  else:
+    _write_lock(str(tmp_path), host="elsewhere", pid=1,
+                heartbeat=workdir_lib._now() - workdir_lib.LOCK_STALE_SECONDS - 1)
+  c = _config()
+  c.train.steps = c.train.log_every = c.train.checkpoint_every = 2
+  r = train.run(c, str(tmp_path))
+  assert r["steps"] == 2
+  assert not os.path.exists(tmp_path / "lock")  # released at the end
+
+
+def test_a_dataset_that_is_not_there_fails_fast_and_writes_nothing(tmp_path, monkeypatch):
+  """No download is attempted when the network is unreachable (here: a closed local port
+  stands for the download host), and the data dir stays empty."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()
+  monkeypatch.setattr(data, "DOWNLOAD_HOST", closed)
+  monkeypatch.delenv("https_proxy", raising=False)
+  monkeypatch.delenv("HTTPS_PROXY", raising=False)
+  attempts = []
+  monkeypatch.setattr(data.tfds.core.DatasetBuilder, "download_and_prepare",
+                      lambda self, *a, **k: attempts.append(1))
+  monkeypatch.setattr(data, "_DOWNLOAD_AND_PREPARE",
+                      data.tfds.core.DatasetBuilder.download_and_prepare)
+  ddir = tmp_path / "tfds"
+  ddir.mkdir()
+  c = _config(**{"data.name": "cifar10", "data.data_dir": str(ddir)})
+  with pytest.raises(data.DatasetUnavailableError) as e:
+    train.run(c, str(tmp_path / "run"))
+  message = str(e.value)
+  assert "'cifar10' is not prepared" in message and str(ddir) in message
+  assert "no network" in message and "TFDS_DATA_DIR" in message and "--mock_data" in message
+  assert attempts == [] and list(ddir.iterdir()) == []
+  assert not (tmp_path / "run").exists()  # refused before the workdir was touched
+
+
+def test_workdir_lock_and_identity_files_go_through_epath(tmp_path):
+  """The lock is a JSON record of its holder, removed on release."""
+  lock = workdir_lib.Lock(str(tmp_path))
+  lock.acquire()
+  held = files.read_json(tmp_path / "lock")
+  assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+  with pytest.raises(workdir_lib.WorkdirLocked):
+    workdir_lib.Lock(str(tmp_path)).acquire()
+  lock.release()
+  assert not (tmp_path / "lock").exists()
