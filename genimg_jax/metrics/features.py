@@ -11,13 +11,12 @@ This module knows no tasks: the task that trains a feature network builds its
 FeatureNetwork (tasks/classifier.py); Inception-v3 is built here from its weights file.
 """
 import dataclasses
-import os
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
-from genimg_jax import xla
+from genimg_jax import files, xla
 
 
 class FeatureNetworkUnavailable(RuntimeError):
@@ -49,14 +48,14 @@ def inception_network(weights_path):
   from the uint8 values), then mapped x / 128 - 1.
   """
   from genimg_jax.models import inception
-  if not weights_path or not os.path.exists(weights_path):
+  if not weights_path or not files.path(weights_path).exists():
     raise FeatureNetworkUnavailable(
         f"Inception-v3 weights not found at {weights_path!r} (metrics.inception_weights); "
         "FID with Inception is skipped")
   variables, sha256 = inception.load_params(weights_path)
   model = inception.InceptionV3()
   protocol = {"network": "Inception-v3 2015-12-05 (FID graph), pool3 features (2048)",
-              "weights": os.path.abspath(weights_path), "weights_sha256": sha256,
+              "weights": str(files.path(weights_path)), "weights_sha256": sha256,
               "trained_on": "ImageNet (ILSVRC-2012)",
               "input": "uint8-quantized, gray tiled to RGB, bilinear resize to 299x299 "
                        "(jax.image.resize), x/128-1",

@@ -9,6 +9,7 @@ of the original graph that FID inherits. Input: NHWC float images in [-1, 1]
 (uint8 x mapped to x / 128 - 1), 299x299x3. Output: 2048 pooled features.
 """
 import hashlib
+import io
 
 import flax.linen as nn
 import jax
@@ -158,9 +159,10 @@ class InceptionV3(nn.Module):
 
 def load_params(path):
   """weights.npz (PyTorch names, OIHW) -> Flax params of InceptionV3, and its sha256."""
-  with open(path, "rb") as f:
-    sha = hashlib.sha256(f.read()).hexdigest()
-  weights = np.load(path)
+  from genimg_jax import files
+  raw = files.path(path).read_bytes()
+  sha = hashlib.sha256(raw).hexdigest()
+  weights = np.load(io.BytesIO(raw))
   params = {}
   for name, value in weights.items():
     parts = name.split(".")

@@ -1,0 +1,128 @@
+"""Workdirs on Cloud Storage (gs://), against a local emulator (tests/gcs_emulator.py).
+
+The emulator runs in its own process on a free loopback port for the module's tests and is
+stopped at the end; the storage clients are pointed at it by environment variables
+(gcsfs and google-cloud-storage: STORAGE_EMULATOR_HOST; tensorstore, which orbax writes
+arrays with: TENSORSTORE_GCS_HTTP_URL and a dummy token), which launch.py subprocesses
+inherit.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUCKET = "genimg-test"
+
+
+@pytest.fixture(scope="module")
+def gcs():
+  """gs://BUCKET on a local emulator; yields a function making a fresh gs:// folder."""
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "gcs_emulator.py"), BUCKET],
+                          stdout=subprocess.PIPE, text=True)
+  port = int(proc.stdout.readline().split()[1])
+  url = f"http://127.0.0.1:{port}"
+  env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "dummy", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+         "GOOGLE_CLOUD_PROJECT": "test", "EPATH_USE_TF": "false"}
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  names = iter(range(10**6))
+  try:
+    yield lambda: f"gs://{BUCKET}/run{next(names)}"
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+    proc.terminate()
+    proc.wait()
+
+
+def _launch(*args):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user
+  return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def _listing(workdir):
+  """Every object under a gs:// folder, by its name relative to the folder."""
+  import fsspec
+  root = workdir[len("gs://"):]
+  return sorted(p[len(root) + 1:] for p in fsspec.filesystem("gs").find(root))
+
+
+def test_a_gs_workdir_holds_every_output_and_a_rerun_resumes(gcs):
+  from genimg_jax import files
+  workdir = gcs()
+  proc = _launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
+                 "--experiment.train.steps=10", "--compilation_cache=")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  names = _listing(workdir)
+  for name in ("config.json", "results.json", "samples.png", "reconstructions.png"):
+    assert name in names, names
+  assert any(n.startswith("checkpoints/10/state/") for n in names)
+  assert any(n.startswith("tensorboard/events.out.tfevents.") for n in names)
+  assert "lock" not in names  # released
+  r = files.read_json(files.join(workdir, "results.json"))
+  assert r["steps"] == 10 and np.isfinite(r["metrics"]["test/nll"])
+  # the TensorBoard events hold the train and test scalars and the images
+  import tensorflow as tf
+  event = next(n for n in names if n.startswith("tensorboard/"))
+  local = os.path.join(tempfile.mkdtemp(), "events")
+  with open(local, "wb") as f:
+    f.write(files.join(workdir, event).read_bytes())
+  tags = {v.tag for e in tf.compat.v1.train.summary_iterator(local) for v in e.summary.value}
+  assert {"train/loss", "test/nll", "samples", "reconstructions"} <= tags
+  # a rerun with more steps resumes from the gs:// checkpoint
+  proc = _launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
+                 "--experiment.train.steps=20", "--compilation_cache=")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Restored checkpoint at step 10" in proc.stderr
+  r = files.read_json(files.join(workdir, "results.json"))
+  assert r["resumed_from_step"] == 10 and r["steps"] == 20
+  # and a changed config is refused there as anywhere
+  proc = _launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
+                 "--experiment.model.mlp_units=32", "--compilation_cache=")
+  assert proc.returncode == 2 and "holds another run" in proc.stderr
+
+
+def test_sigterm_then_resume_on_gs_equals_uninterrupted(gcs, monkeypatch):
+  from tests.test_fault_tolerance import _config, _final_params, _sigterm_at
+  from genimg_jax import train
+  c = _config("vae_mnist")
+  straight, interrupted = gcs(), gcs()
+  train.run(c, straight)
+  with monkeypatch.context() as m:
+    _sigterm_at(m, 7)
+    with pytest.raises(train.Preempted):
+      train.run(c, interrupted)
+  resumed = train.run(c, interrupted)
+  assert resumed["resumed_from_step"] == 7
+  s1, p1 = _final_params(straight, c)
+  s2, p2 = _final_params(interrupted, c)
+  assert s1 == s2 == 12
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_sweep_report_is_written_to_gs(gcs):
+  from genimg_jax import files, sweep
+  workdir = gcs()
+  trials = sweep.seeds(sweep.product(**{"objective.beta": [1.0, 2.0]}), 2)
+  for t, nll in zip(trials, [90.0, 92.0, 88.0, 88.5]):
+    files.write_json(files.join(workdir, "trials", sweep.trial_name(t), "results.json"),
+                     {"steps": 1, "metrics": {"test/nll": nll}})
+  md = sweep.report(trials, workdir, metrics=["test/nll"])
+  assert "| 2 | **88.25 ± 0.25** | 2 |" in md
+  assert files.join(workdir, "ablation.md").read_text() == md
+  assert len(files.join(workdir, "ablation.csv").read_text().splitlines()) == 5
+  assert files.join(workdir, "ablation.png").read_bytes()[:4] == b"\x89PNG"
+  assert json.loads(files.join(workdir, "trials", "beta=1.0_seed=0", "results.json")
+                    .read_text())["metrics"]["test/nll"] == 90.0
