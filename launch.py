@@ -102,6 +102,9 @@ def define_flags():
       "experiment", None, "Experiment: NAME[:ARG] (a module in experiments/).", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output folder, local or gs://bucket/path "
                       "(default: workdirs/NAME[_ARG]).")
+  flags.DEFINE_string("evaluate", None, "Only evaluate the run in the workdir (its latest "
+                      "checkpoint) with this launch's eval.* and metrics.* settings, into "
+                      "WORKDIR/evaluations/NAME.json; its own records stay as they are.")
   flags.DEFINE_bool("fresh", False, "Start the workdir afresh: a previous run in it is moved "
                     "aside to WORKDIR.replaced-<time> (never deleted).")
   flags.DEFINE_string("coordinator_address", "", "Multi-process runs: host:port of process 0 "
@@ -159,6 +162,10 @@ def main(argv, name, arg):
     if FLAGS.sweep or FLAGS.report or FLAGS.trial is not None:
       return run_sweep(config, workdir, name, arg, FLAGS.trial, FLAGS.report)
     logging.info("Config:\n%s", config)
+    if FLAGS.evaluate:
+      from genimg_jax import files
+      return train.evaluate(config, workdir,
+                            files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))
     if FLAGS.mock_data:
       import tensorflow_datasets as tfds
       with tfds.testing.mock_data(num_examples=FLAGS.mock_data):
@@ -202,7 +209,8 @@ def run_sweep(base_config, workdir, name, arg, trial, report_only):
   """--sweep / --trial / --report for experiments that define get_sweep(arg).
 
   Each trial's config is the command line's (with its --experiment.* overrides) plus the
-  trial's overrides.
+  trial's overrides. An experiment with evaluates(arg) -> "<workdir>" is an evaluation
+  study: its trials evaluate that finished run (train.evaluate) instead of training.
   """
   import importlib
   from genimg_jax import sweep
@@ -217,7 +225,8 @@ def run_sweep(base_config, workdir, name, arg, trial, report_only):
     return config
 
   if not report_only:
-    sweep.run(make_config, trials, workdir, only=trial)
+    source = module.evaluates(arg or None) if hasattr(module, "evaluates") else None
+    sweep.run(make_config, trials, workdir, only=trial, evaluate=source)
   if trial is None:  # a single job of an array leaves the report to --report
     print(sweep.report(trials, workdir, title=f"{name} sweep", **getattr(module, "REPORT", {})))
 

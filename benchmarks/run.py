@@ -50,8 +50,12 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NETWORKS = ("vae_mnist", "vae_mnist_conv", "gan_mnist")
+NETWORKS = ("vae_mnist", "vae_mnist_conv", "gan_mnist", "ddpm_mnist", "ddpm_mnist_sampler")
 CONV_NETWORKS = ("vae_mnist_conv", "gan_mnist")
+VARIANT_NETWORKS = ("vae_mnist", "vae_mnist_conv", "gan_mnist")  # rows with the jax variants
+BATCHES = {"ddpm_mnist": (64, 256), "ddpm_mnist_sampler": (256,)}  # else --batches
+# ddpm_mnist_sampler: images/second of ddpm_mnist's DDIM sampler at 50 network evaluations
+SAMPLER_STEPS = 50
 REGION_ANALYSIS = "xla_cpu_copy_insertion_use_region_analysis"  # see genimg_jax/xla.py
 
 
@@ -95,14 +99,16 @@ def timed_repeats(call, sync, images_per_call, repeats, min_seconds):
 # The experiment variant each network is timed in: the PyTorch mirror of the DCGAN has no
 # labels, so gan_mnist (class-conditional by default) is timed as gan_mnist:unconditional.
 VARIANT = {"gan_mnist": "unconditional"}
+EXPERIMENT = {"ddpm_mnist_sampler": "ddpm_mnist"}
 
 
 def config_for(network, batch=None):
   """The network's experiment config (in VARIANT's variant), at global `batch` if given."""
   sys.path.insert(0, ROOT)
   import importlib
-  c = importlib.import_module(f"experiments.{network}").get_config(VARIANT.get(network))
-  c.experiment = network
+  name = EXPERIMENT.get(network, network)
+  c = importlib.import_module(f"experiments.{name}").get_config(VARIANT.get(network))
+  c.experiment = name
   if batch is not None:
     c.train.batch_size = batch
   return c
@@ -121,9 +127,32 @@ def write_batches(network, batch, count, path):
 # A timed worker's setup returns (call, sync, images per call, facts about it); `measure`
 # times it alone (repeats in a row), `serve` times it on the parent's command, so that the
 # parent can alternate several workers round by round (see measure_together).
+def jax_sampler_setup(a):
+  """ddpm_mnist's DDIM sampler, compiled for a batch of noise: one call = `batch` images."""
+  import jax
+  import jax.numpy as jnp
+  from genimg_jax import tasks
+  base_rss = peak_rss_mib()
+  task = tasks.build_task(config_for(a.network, a.batch))
+  params = jax.jit(task.init_state)(jax.random.PRNGKey(0)).params
+  fn = task.sample_fn("ddim", SAMPLER_STEPS, 0.0)
+  noise = jax.random.normal(jax.random.PRNGKey(1), (a.batch, *task.image_shape))
+  args = (params, noise, None, jax.random.PRNGKey(2), jnp.float32(0.0))
+  t = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return (lambda: compiled(*args)), jax.block_until_ready, a.batch, {
+      "compile_s": compile_s, "flops_per_step": float(cost.get("flops", float("nan"))),
+      "rss_after_import_mib": base_rss, "devices": jax.device_count()}
+
+
 def jax_setup(a):
   import jax
   from genimg_jax import parallel, tasks, train, xla
+  if a.network.endswith("_sampler"):
+    return jax_sampler_setup(a)
   base_rss = peak_rss_mib()
   c = config_for(a.network, a.batch)
   c.train.steps_per_call = a.steps_per_call
@@ -474,18 +503,20 @@ def main(argv=None):
   k = a.steps_per_call_variant
   variant_batches = {int(v) for v in a.variant_batches.split(",")} if a.variants else set()
   for net in networks:
-    for b in sorted(set(batches) | variant_batches):
+    net_batches = list(BATCHES.get(net, batches))
+    net_variant_batches = variant_batches if net in VARIANT_NETWORKS else set()
+    for b in sorted(set(net_batches) | net_variant_batches):
       path = os.path.join(tmp, f"{net}_{b}.npz")
       write_batches(net, b, max(4, 2 * k), path)
       common = dict(network=net, batch=b, batches_file=path)
       # every measurement of (net, b) in one group of alternating rounds (measure_together)
       specs = {"jax": ("jax", common)}
-      if b in batches and have_torch:
+      if b in net_batches and have_torch:
         for mode, on in (("eager", a.torch_eager), ("compile", a.torch_compile)):
           if on:
             specs[f"torch_{mode}"] = ("torch", dict(common, mode=mode))
       variant_names = []
-      if b in variant_batches:
+      if b in net_variant_batches:
         var_kw = {"no_donation": {"donate": 0}, "sync_every_step": {"sync_every_call": 1},
                   "xla_default_options": {"xla_defaults": 1},
                   "xla_default_copy_insertion": {"drop_option": REGION_ANALYSIS}}
@@ -499,7 +530,7 @@ def main(argv=None):
         variant_names = list(var_kw)
       print(f"{net} batch {b}: {', '.join(specs)}", flush=True)
       m = measure_together(specs, a)
-      if b in batches:
+      if b in net_batches:
         row = {"network": net, "batch": b, "jax": m["jax"]}
         if "flops_per_step" in row["jax"]:
           row["jax"]["flop_per_s"] = row["jax"]["flops_per_step"] * row["jax"]["images_per_s"] / b
@@ -520,7 +551,7 @@ def main(argv=None):
             var.setdefault("vs_default", {})[name] = paired_ratio(m[name], m["jax"])
         results["variants"].append(var)
         print("  " + json.dumps(var), flush=True)
-    for b in batches:
+    for b in (batches if net in VARIANT_NETWORKS else []):
       print(f"{net} batch {b}: input pipeline", flush=True)
       r = run_worker("pipeline", a, network=net, batch=b)
       results["pipeline"].append({"network": net, "batch": b, **r})

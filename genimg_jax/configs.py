@@ -112,6 +112,9 @@ def with_metrics(c):
   # The published FID protocol: 10,000 samples against the 10,000 test images (Lucic et
   # al. 2018). Inception-v3 at 299x299 costs ~6 GFLOP per image.
   c.metrics.inception_num_samples = 10_000
+  # Evaluations during training (train.eval_every) score this many samples under each
+  # network that is on (0 = none): the metric against training steps.
+  c.metrics.periodic_num_samples = 0
   c.metrics.pr_k = 3                 # k of the k-NN manifolds (Kynkaanniemi et al. 2019)
   c.metrics.kid_subsets = 100
   c.metrics.kid_subset_size = 1000
@@ -150,6 +153,36 @@ def gan_config():
   return with_metrics(c)
 
 
+def diffusion_config():
+  """Defaults for the diffusion task: a small U-Net on MNIST (tasks/diffusion.py)."""
+  c = base_config()
+  c.task = "diffusion"
+  c.data.preprocess = "symmetric"    # 8-bit images as k / 255 * 2 - 1
+  c.model.name = "unet"
+  c.model.channels = 32              # of the first resolution
+  c.model.channel_mults = (1, 2, 2)  # per resolution: 28, 14, 7
+  c.model.num_res_blocks = 1         # per resolution
+  c.model.attention_resolutions = ()  # spatial sizes with self-attention, e.g. (16,)
+  c.model.dropout = 0.0
+  c.model.num_classes = 0            # > 0: class-conditional, with a null class (guidance)
+  c.model.norm_groups = 8            # GroupNorm groups
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "cosine"    # cosine | linear (log-SNR functions of t in [0, 1])
+  c.diffusion.target = "eps"         # eps | x0 | v: what the network predicts
+  c.diffusion.loss_weighting = "eps_mse"  # eps_mse (DDPM's L_simple) | v_mse | elbo
+  c.diffusion.ema_decay = 0.999      # EMA of the weights, used for samples and metrics
+  c.diffusion.label_dropout = 0.1    # conditional models: P(null label) in training
+  c.eval.sampler = "ddim"            # ddpm | ddim | heun
+  c.eval.sample_steps = 50           # sampler steps (heun: 2 * steps - 1 evaluations)
+  c.eval.eta = 0.0                   # DDIM's noise (0: deterministic)
+  c.eval.guidance = 0.0              # classifier-free guidance scale w (conditional models)
+  c.eval.bound_time_samples = 1      # one-sample estimates of the bound per test image
+  c.optim.lr = 2e-4
+  c.optim.grad_clip = 1.0
+  c.train.batch_size = 64
+  return with_metrics(c)
+
+
 def classifier_config():
   """Defaults for the classifier task (the feature network of the classifier metrics)."""
   c = base_config()
@@ -182,5 +215,6 @@ def on_dataset(c, name):
 
 def defaults(task):
   """The default config of a task: what a field that an older config.json lacks had."""
-  makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config}
+  makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config,
+            "diffusion": diffusion_config}
   return makers[task]()

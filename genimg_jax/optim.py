@@ -2,7 +2,7 @@
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup_constant")
 
 
 def build_schedule(optim_config, total_steps):
@@ -14,6 +14,8 @@ def build_schedule(optim_config, total_steps):
     return optax.cosine_decay_schedule(o.lr, max(1, total_steps))
   if o.schedule == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, max(total_steps, o.warmup_steps + 1))
+  if o.schedule == "warmup_constant":  # DDPM's: linear warm-up, then constant
+    return optax.linear_schedule(0.0, o.lr, max(1, o.warmup_steps))
   raise ValueError(f"Unknown optim.schedule {o.schedule!r}; allowed: {SCHEDULES}")
 
 

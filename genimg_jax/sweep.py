@@ -11,7 +11,9 @@ to choose the table's columns and the plotted metric.
 
 Trial i runs in WORKDIR/trials/<name> with its own checkpoints and results.json; a
 finished trial (results.json at its train.steps) is skipped, an unfinished one
-resumes. The report writes WORKDIR/ablation.csv (one row per trial),
+resumes. An evaluation study (evaluates(arg) -> "<workdir of a finished run>" in the
+module) evaluates that run with each trial's settings (another sampler, number of steps,
+guidance scale) instead of training. The report writes WORKDIR/ablation.csv (one row per trial),
 WORKDIR/ablation.md (mean ± std over seeds per setting, best marked, failed trials
 listed) and WORKDIR/ablation.png (the main metric per factor).
 """
@@ -72,8 +74,12 @@ def _finished(trial_dir, steps):
   return path.exists() and files.read_json(path).get("steps") == steps
 
 
-def run(make_config, trials, workdir, only=None):
-  """Runs the trials (or only trial `only`) in turn. make_config() -> a fresh config."""
+def run(make_config, trials, workdir, only=None, evaluate=None):
+  """Runs the trials (or only trial `only`) in turn. make_config() -> a fresh config.
+
+  evaluate: the workdir of a finished run; each trial then evaluates it with the trial's
+  settings (train.evaluate) into WORKDIR/trials/<name>/results.json instead of training.
+  """
   from genimg_jax import train, workdir as workdir_lib
   try:
     from tqdm import tqdm
@@ -92,7 +98,10 @@ def run(make_config, trials, workdir, only=None):
     logging.info("Trial %d/%d %s", i + 1, len(trials), trial_name(overrides))
     failed = trial_dir / "failed.txt"
     try:
-      train.run(config, trial_dir)
+      if evaluate:
+        train.evaluate(config, evaluate, trial_dir / "results.json")
+      else:
+        train.run(config, trial_dir)
       failed.unlink(missing_ok=True)
     except (train.Preempted, train.Interrupted):
       raise
@@ -134,11 +143,13 @@ def _fmt(v):
   return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=None):
+def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=None,
+           lines=None):
   """Writes ablation.csv, ablation.md and ablation.png; returns the markdown.
 
   The plot is `main` against the first factor, or, with xy=(metric_x, metric_y), one
-  metric against another (e.g. rate against distortion), a point per setting.
+  metric against another (e.g. rate against distortion), a point per setting, joined
+  into one line per value of the factor `lines` if given (e.g. FD against NFE per sampler).
   """
   rows = collect(trials, workdir)
   factor_keys = [k for k in dict.fromkeys(k for t in trials for k in t) if k != "seed"]
@@ -192,7 +203,7 @@ def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=No
   md = "\n".join(lines) + "\n"
   files.write_bytes(files.join(workdir, "ablation.md"), md.encode())
   if xy and stats:
-    _save(_plot_xy(stats, factor_keys, xy), files.join(workdir, "ablation.png"))
+    _save(_plot_xy(stats, factor_keys, xy, lines), files.join(workdir, "ablation.png"))
   elif main and stats:
     _save(_plot(stats, factor_keys, main), files.join(workdir, "ablation.png"))
   return md
@@ -206,20 +217,31 @@ def _save(fig, path):
   files.write_bytes(path, buf.getvalue())
 
 
-def _plot_xy(stats, factor_keys, xy):
-  """One metric against another, a point (± std on both axes) per setting."""
+def _plot_xy(stats, factor_keys, xy, lines=None):
+  """One metric against another, a point (± std on both axes) per setting; the points
+  joined per value of the factor `lines` (sorted by x), else all in one line."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   mx, my = xy
   fig, ax = plt.subplots(figsize=(6, 4))
-  pts = sorted(stats.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
-  ax.errorbar([s[mx][0] for _, s in pts], [s[my][0] for _, s in pts],
-              xerr=[s[mx][1] for _, s in pts], yerr=[s[my][1] for _, s in pts],
-              marker="o", capsize=3, linestyle="-")
-  for setting, s in pts:
-    ax.annotate(", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(factor_keys, setting)),
-                (s[mx][0], s[my][0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+  groups = {}
+  for setting, s in stats.items():
+    key = setting[factor_keys.index(lines)] if lines in factor_keys else None
+    groups.setdefault(key, []).append((setting, s))
+  for key, pts in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    pts = sorted(pts, key=lambda p: p[1][mx][0] if lines else tuple(str(x) for x in p[0]))
+    ax.errorbar([s[mx][0] for _, s in pts], [s[my][0] for _, s in pts],
+                xerr=[s[mx][1] for _, s in pts], yerr=[s[my][1] for _, s in pts],
+                marker="o", capsize=3, linestyle="-",
+                label=None if key is None else f"{lines.split('.')[-1]}={key}")
+    for setting, s in pts:
+      label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(factor_keys, setting)
+                        if k != lines)
+      ax.annotate(label, (s[mx][0], s[my][0]), textcoords="offset points", xytext=(4, 4),
+                  fontsize=7)
+  if lines:
+    ax.legend(fontsize=7)
   ax.set_xlabel(mx)
   ax.set_ylabel(my)
   ax.grid(alpha=0.3)

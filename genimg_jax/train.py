@@ -76,6 +76,44 @@ def run(config, workdir, devices=None, fresh=False):
     return _train_and_evaluate(config, workdir, task, mesh)
 
 
+def evaluate(config, workdir, results_path, devices=None):
+  """Evaluates the latest checkpoint of a run with this config's evaluation settings
+  (eval.*, metrics.*: e.g. another sampler, number of steps or guidance scale) into
+  results_path, without training and without touching the run's own records.
+
+  The config must be the run's in every field a rerun may not change (its experiment
+  name aside: an evaluation study has its own). Returns the results dict.
+  """
+  mesh = parallel.make_mesh(devices)
+  validate_config(config, mesh.size)
+  task = tasks.build_task(config)
+  with workdir_lib.open_run(workdir, config, evaluating=True):
+    abstract, _, _ = compile_fns(task, mesh, config.train.steps_per_call)
+    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+    restored = ckpt.restore_latest(abstract)
+    ckpt.close()
+    if restored is None:
+      raise ValueError(f"Workdir {files.path(workdir)} has no checkpoint to evaluate.")
+    step, state, meta = restored
+    logging.info("Evaluating the checkpoint at step %d of %s into %s", step,
+                 files.path(workdir), results_path)
+    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    t_eval = time.time()
+    eval_metrics, grids = task.evaluate(state, mesh, eval_rng, final=True)
+    results = {"experiment": config.experiment, "evaluated_workdir": str(files.path(workdir)),
+               "evaluated_step": step, "steps": config.train.steps, "config": config.to_dict(),
+               "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
+               "train_metrics": meta.get("train_metrics", {}),
+               "eval_seconds": time.time() - t_eval, "devices": writers.devices(mesh),
+               "versions": writers.versions()}
+    writers.write_json(results_path, results)
+    if "samples" in grids and jax.process_index() == 0:
+      from genimg_jax import images
+      path = files.path(results_path)
+      files.write_bytes(path.with_name(path.stem + "_samples.png"), images.png_bytes(grids["samples"]))
+    return results
+
+
 def _train_and_evaluate(config, workdir, task, mesh):
   t = config.train
   k, total = t.steps_per_call, t.steps

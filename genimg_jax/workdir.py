@@ -56,17 +56,18 @@ def _may_change(field):
              for f in configs.MAY_CHANGE_BETWEEN_LAUNCHES)
 
 
-def config_differences(old, new, defaults):
+def config_differences(old, new, defaults, ignore=()):
   """[(field, old value, new value)] of the fields that may not change between launches.
 
   old: the run's config.json (a dict); new: this launch's config (a dict); defaults: the
   task's default config (a dict): a field that `old` lacks (added to the code since) is
   unchanged when the new value is its default. A field `new` lacks is "(removed)".
+  ignore: fields not compared (an evaluation study names its own experiment).
   """
   old, new, defaults = flatten(old), flatten(_json(new)), flatten(_json(defaults))
   diffs = []
   for field in sorted(set(old) | set(new)):
-    if _may_change(field):
+    if _may_change(field) or field in ignore:
       continue
     if field not in old:
       if field in defaults and new[field] == defaults[field]:
@@ -225,7 +226,7 @@ def _check_writable(workdir):
                        "you can write with --workdir.") from None
 
 
-def _prepare(workdir, config, fresh):
+def _prepare(workdir, config, fresh, evaluating):
   """Process 0's part of open_run; returns the lock."""
   _check_writable(workdir)
   lock = Lock(workdir)
@@ -234,12 +235,16 @@ def _prepare(workdir, config, fresh):
     if fresh and _holds_a_run(workdir):
       move_aside(workdir)
     path = files.join(workdir, "config.json")
+    if evaluating and not path.exists():
+      raise WorkdirError(f"Workdir {files.path(workdir)} holds no run to evaluate (no config.json).")
     if path.exists():
       diffs = config_differences(files.read_json(path), config.to_dict(),
-                                 configs.defaults(config.task).to_dict())
+                                 configs.defaults(config.task).to_dict(),
+                                 ignore=("experiment", "experiment_arg") if evaluating else ())
       if diffs:
         raise _identity_error(files.path(workdir), diffs)
-    files.write_json(path, config.to_dict())
+    if not evaluating:  # an evaluation leaves the run's record as it is
+      files.write_json(path, config.to_dict())
   except BaseException:
     lock.release()
     raise
@@ -247,13 +252,15 @@ def _prepare(workdir, config, fresh):
 
 
 @contextlib.contextmanager
-def open_run(workdir, config, fresh=False):
+def open_run(workdir, config, fresh=False, evaluating=False):
   """Locks the workdir for this launch, checks the run's identity, writes config.json;
-  releases the lock on exit. Raises WorkdirError (before any compute) when refused."""
+  releases the lock on exit. Raises WorkdirError (before any compute) when refused.
+  evaluating: only evaluate the run (train.evaluate): its config.json must exist, is
+  compared with this config (its experiment name aside), and is not rewritten."""
   lock, error = None, None
   if jax.process_index() == 0:
     try:
-      lock = _prepare(workdir, config, fresh)
+      lock = _prepare(workdir, config, fresh, evaluating)
     except WorkdirError as e:
       error = e
   if jax.process_count() > 1:

@@ -25,6 +25,19 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def classifier_workdir(tmp_path_factory):
+  """A classifier_mnist:runlocal run (60 steps): the feature network of the sample metrics."""
+  from experiments import classifier_mnist
+  from genimg_jax import train
+  c = classifier_mnist.get_config("runlocal")
+  c.experiment = "classifier_mnist"
+  workdir = str(tmp_path_factory.mktemp("classifier"))
+  r = train.run(c, workdir)
+  assert r["metrics"]["test/accuracy"] > 0.8  # 60 steps already classify most digits
+  return workdir
+
+
 @pytest.fixture
 def runlocal_config():
   """A fresh vae_mnist:runlocal config (unlocked copy is not needed: fields exist)."""

@@ -44,7 +44,7 @@ def _sigterm_at(monkeypatch, at_step):
   monkeypatch.setattr(train.data, "train_batches", batches)
 
 
-@pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist"])
+@pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist", "ddpm_mnist"])
 def test_sigterm_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
   c = _config(name)
   straight = train.run(c, str(tmp_path / "straight"))

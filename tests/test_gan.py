@@ -118,17 +118,6 @@ def test_inception_port_reproduces_reference_features():
   assert len(sha) == 64
 
 
-@pytest.fixture(scope="module")
-def classifier_workdir(tmp_path_factory):
-  from experiments import classifier_mnist
-  c = classifier_mnist.get_config("runlocal")
-  c.experiment = "classifier_mnist"
-  workdir = str(tmp_path_factory.mktemp("classifier"))
-  r = train.run(c, workdir)
-  assert r["metrics"]["test/accuracy"] > 0.8  # 60 steps already classify most digits
-  return workdir
-
-
 def test_gan_mnist_runlocal_end_to_end_and_resume(classifier_workdir, tmp_path):
   c = gan_config()
   c.metrics.classifier_workdir = classifier_workdir

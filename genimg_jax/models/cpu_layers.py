@@ -39,9 +39,9 @@ def _pair(v):
 
 
 def _params(module, x_BHWC, kernel_hw):
-  """nn.Conv's parameters (kernel [kh, kw, cin, features], lecun_normal; bias, zeros),
-  created in its order, with x and the kernel cast to the module's compute dtype."""
-  kernel = module.param("kernel", nn.initializers.lecun_normal(),
+  """nn.Conv's parameters (kernel [kh, kw, cin, features], module.kernel_init; bias,
+  zeros), created in its order, with x and the kernel cast to the module's compute dtype."""
+  kernel = module.param("kernel", module.kernel_init,
                         (*kernel_hw, x_BHWC.shape[-1], module.features))
   bias = (module.param("bias", nn.initializers.zeros, (module.features,))
           if module.use_bias else None)
@@ -55,13 +55,15 @@ def _add_bias(y, bias):
 
 
 class Conv(nn.Module):
-  """nn.Conv (features, kernel_size, strides, padding, use_bias, dtype) in XLA:CPU's fast forms."""
+  """nn.Conv (features, kernel_size, strides, padding, use_bias, dtype, kernel_init) in
+  XLA:CPU's fast forms."""
   features: int
   kernel_size: Sequence[int]
   strides: Any = 1
   padding: Any = "SAME"
   use_bias: bool = True
   dtype: Any = None
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x_BHWC):
@@ -86,6 +88,7 @@ class ConvTranspose(nn.Module):
   padding: Any = "SAME"
   use_bias: bool = True
   dtype: Any = None
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x_BHWC):

@@ -13,9 +13,10 @@ A task is built from the config (refusing bad values before any compute) and pro
 
 The loop owns everything else: mesh, data, checkpoints, logging, results.
 """
-from genimg_jax.tasks import classifier, gan, vae
+from genimg_jax.tasks import classifier, diffusion, gan, vae
 
-TASKS = {"vae": vae.VAETask, "gan": gan.GANTask, "classifier": classifier.ClassifierTask}
+TASKS = {"vae": vae.VAETask, "gan": gan.GANTask, "diffusion": diffusion.DiffusionTask,
+         "classifier": classifier.ClassifierTask}
 
 
 def build_task(config):

@@ -186,16 +186,15 @@ class GANTask:
     return z, y
 
   def evaluate(self, state, mesh, rng, final):
-    """Sample grid always; FD/KID/PR/IS (tasks/sample_metrics.py) at the final evaluation."""
+    """Sample grid always; FD/KID/PR/IS (tasks/sample_metrics.py) at the final evaluation
+    and, with metrics.periodic_num_samples, at the periodic ones."""
     del mesh  # sampling and features are cheap next to training; done replicated
     n = self.config.eval.grid_size**2
     z, y = self.fixed_noise(n)
     x = self._generate(self.sampling_params(state), state.batch_stats["g"], z, y)
     grid = images.make_grid(images.to_uint8(parallel.fetch(x), (-1.0, 1.0)), self.config.eval.grid_size)
-    results = {}
-    if final:
-      sampler = "EMA generator" if self.config.gan.ema_decay > 0 else "generator"
-      results = sample_metrics.evaluate(
-          self.config, lambda r, k: self.sample(state, r, k, self.config.metrics.batch_size),
-          rng, {"sampler": sampler})
+    sampler = "EMA generator" if self.config.gan.ema_decay > 0 else "generator"
+    results = sample_metrics.evaluate(
+        self.config, lambda r, k: self.sample(state, r, k, self.config.metrics.batch_size),
+        rng, {"sampler": sampler}, periodic=not final)
     return results, {"samples": grid}

@@ -2,8 +2,10 @@
 
   check(config)                         before training: refuses a feature network trained
                                         on other data than the run's (metrics.allow_mismatched)
-  evaluate(config, sample, rng, about)  the final metrics: N samples from `sample(rng, n)`
-                                        scored under each feature network
+  evaluate(config, sample, rng, about, periodic)
+                                        N samples from `sample(rng, n)` scored under each
+                                        feature network (periodic evaluations: N =
+                                        metrics.periodic_num_samples, 0 = none)
 
 The feature networks: the project's classifier for the run's dataset
 (metrics.classifier_workdir, `metrics.num_samples` samples) and Inception-v3
@@ -11,6 +13,8 @@ The feature networks: the project's classifier for the run's dataset
 path is "" or whose N is 0 is left out; one whose weights are missing is reported as
 skipped (`test/<name>/skipped`) and the run goes on.
 """
+import functools
+
 from absl import logging
 
 from genimg_jax import metrics
@@ -45,30 +49,37 @@ def check(config):
     raise ValueError(msg)
 
 
-def feature_networks(config):
-  """[(name, FeatureNetwork or None, reason if unavailable, N)] from config.metrics."""
+# Loaded once per process (a periodic evaluation reuses the final one's compiled networks).
+_LOADERS = {"classifier": functools.lru_cache(4)(classifier.feature_network),
+            "inception": functools.lru_cache(2)(metrics.inception_network)}
+
+
+def feature_networks(config, periodic=False):
+  """[(name, FeatureNetwork or None, reason if unavailable, N)] from config.metrics; for a
+  periodic evaluation N is metrics.periodic_num_samples for each network that is on."""
   m = config.metrics
   out = []
-  for name, load, where, n in (
-      ("classifier", classifier.feature_network, m.classifier_workdir, m.num_samples),
-      ("inception", metrics.inception_network, m.inception_weights, m.inception_num_samples)):
+  for name, where, n in (("classifier", m.classifier_workdir, m.num_samples),
+                         ("inception", m.inception_weights, m.inception_num_samples)):
+    n = min(n, m.periodic_num_samples) if periodic else n
     if not where or n <= 0:
       continue
     try:
-      out.append((name, load(where), None, n))
+      out.append((name, _LOADERS[name](where), None, n))
     except metrics.FeatureNetworkUnavailable as e:
       logging.warning("Metric skipped: %s", e)
       out.append((name, None, str(e), n))
   return out
 
 
-def evaluate(config, sample, rng, about):
+def evaluate(config, sample, rng, about, periodic=False):
   """Every sample-quality metric: {"<network>/fd": ..., "<network>/protocol": {...}, ...}.
 
   sample(rng, n) -> n generated images, float [n, H, W, C] in [-1, 1] on the host.
   about: what produced the samples, recorded in each protocol (e.g. {"sampler": ...}).
+  periodic: an evaluation during training (metrics.periodic_num_samples samples).
   """
-  nets = feature_networks(config)
+  nets = feature_networks(config, periodic)
   if not nets:
     return {}
   samples = sample(rng, max(n for *_, n in nets))

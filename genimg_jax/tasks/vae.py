@@ -160,10 +160,9 @@ class VAETask:
     x, xr = parallel.fetch((x, xr))
     grids = {"samples": images.make_grid(images.to_uint8(parallel.fetch(samples)), e.grid_size),
              "reconstructions": self.recon_grid(x[:n], xr[:n], e.grid_size)}
-    if final:
-      metrics.update(sample_metrics.evaluate(
-          self.config, lambda r, k: self.sample(state.params, r, k), rng,
-          {"sampler": "decoder mean E[x|z], z ~ N(0, I)"}))
+    metrics.update(sample_metrics.evaluate(
+        self.config, lambda r, k: self.sample(state.params, r, k), rng,
+        {"sampler": "decoder mean E[x|z], z ~ N(0, I)"}, periodic=not final))
     return metrics, grids
 
   def sample(self, params, rng, n):

@@ -1,0 +1,65 @@
+"""Diffusion on MNIST: a small DDPM U-Net, unconditional by default, sized for 2 CPU cores.
+
+  python launch.py --experiment=classifier_mnist        # once: the feature network of FD/IS
+  python launch.py --experiment=ddpm_mnist
+  python launch.py --experiment=ddpm_mnist:conditional  # class-conditional, guided sampling
+  python launch.py --experiment=ddpm_mnist --experiment.eval.sampler=heun \\
+      --experiment.eval.sample_steps=18 --evaluate=heun18   # evaluate again, other sampler
+
+Recipe: see get_config (U-Net, schedule, target, loss, optimizer, EMA, steps). The final
+evaluation: the test bound in bits/dim, and the sample metrics of metrics.num_samples
+samples from the EMA weights with eval.sampler at eval.sample_steps steps (their NFE in
+the protocol). Expected results and times: docs/results.md.
+"""
+from genimg_jax import configs
+
+VARIANTS = ("conditional", "fashion", "runlocal")
+
+
+def get_config(arg=None):
+  variants = configs.variants(arg, VARIANTS, "ddpm_mnist")
+  c = configs.diffusion_config()
+  c.model.channels = 32
+  c.model.channel_mults = (1, 2, 2)
+  c.model.num_res_blocks = 1
+  c.model.norm_groups = 8
+  c.diffusion.schedule = "cosine"
+  c.diffusion.target = "eps"
+  c.diffusion.loss_weighting = "eps_mse"
+  c.diffusion.ema_decay = 0.999
+  c.optim.lr = 1e-3
+  c.optim.schedule = "warmup_cosine"
+  c.optim.warmup_steps = 200
+  c.train.batch_size = 64
+  c.train.steps = 4000
+  c.train.log_every = 100
+  c.train.checkpoint_every = 500
+  c.train.eval_every = 1000
+  c.eval.sampler = "ddim"
+  c.eval.sample_steps = 50
+  c.eval.batch_size = 500
+  c.metrics.num_samples = 2000
+  c.metrics.inception_num_samples = 2000
+  c.metrics.periodic_num_samples = 500
+  c.metrics.batch_size = 500
+  if "conditional" in variants:
+    c.model.num_classes = 10
+    c.eval.guidance = 1.0
+  if "fashion" in variants:
+    configs.on_dataset(c, "fashion_mnist")
+  if "runlocal" in variants:         # one resolution: the tests' compile time
+    c.model.channels = 8
+    c.model.channel_mults = (1,)
+    c.model.norm_groups = 4
+    c.train.steps = 20
+    c.train.log_every = 5
+    c.train.checkpoint_every = 10
+    c.train.eval_every = 0
+    c.optim.warmup_steps = 2
+    c.eval.sample_steps = 4
+    c.eval.num_examples = 200
+    c.eval.batch_size = 100
+    c.metrics.num_samples = 0
+    c.metrics.inception_num_samples = 0
+    c.metrics.periodic_num_samples = 0
+  return c

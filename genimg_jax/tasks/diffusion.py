@@ -1,0 +1,215 @@
+"""The diffusion task: a denoising U-Net trained in the one loop, sampled by DDPM, DDIM or Heun.
+
+Training (objectives/diffusion.py): one noise level per image, t ~ U(0, 1), the loss of
+diffusion.loss_weighting on the prediction of diffusion.target; an EMA of the weights
+(diffusion.ema_decay) is what samples and metrics use. Class-conditional models
+(model.num_classes > 0) drop the label with probability diffusion.label_dropout (the
+"null" class), so that one network gives the conditional and the unconditional
+predictions of classifier-free guidance (Ho & Salimans 2021):
+eps = (1 + w) eps(z, y) - w eps(z, null), w = eval.guidance.
+
+Evaluation (EMA weights):
+* the bound on the test set in bits/dim (objectives.diffusion.nll_bound):
+  eval.bound_time_samples one-sample estimates per image, averaged; its standard error
+  over the test images; the parts (prior, diffusion, decoder) in nats per image;
+* a sample grid from fixed noise (fixed labels: 0..9 in turn) with the eval sampler;
+* the sample-quality metrics (tasks/sample_metrics.py) of samples from eval.sampler
+  with eval.sample_steps steps (eval.eta for DDIM) and guidance eval.guidance, quantized
+  to uint8 first; the sampler, its NFE and the guidance are recorded in each protocol.
+  A sampler is compiled once per (sampler, steps); the guidance scale is an argument.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genimg_jax import data, images, optim, parallel, samplers, state as state_lib, xla
+from genimg_jax.models import layers
+from genimg_jax.models.unet import UNet
+from genimg_jax.objectives import diffusion as diff
+from genimg_jax.tasks import sample_metrics
+
+
+class DiffusionTask:
+  """Plugs the diffusion objective into the training loop (see tasks/__init__.py)."""
+
+  def __init__(self, config):
+    self.config = config
+    d, m, e = config.diffusion, config.model, config.eval
+    for name, value, allowed in (("diffusion.target", d.target, diff.TARGETS),
+                                 ("diffusion.loss_weighting", d.loss_weighting, diff.WEIGHTINGS),
+                                 ("eval.sampler", e.sampler, samplers.SAMPLERS)):
+      if value not in allowed:
+        raise ValueError(f"Unknown {name} {value!r}; allowed: {allowed}")
+    self.schedule = diff.logsnr_schedule(d.schedule)
+    if config.data.preprocess != "symmetric":
+      raise ValueError("The diffusion task models 8-bit images in [-1, 1]: data.preprocess "
+                       f"must be 'symmetric', got {config.data.preprocess!r}.")
+    if not 0.0 <= d.ema_decay < 1.0:
+      raise ValueError(f"diffusion.ema_decay must be in [0, 1), got {d.ema_decay}.")
+    if not 0.0 <= d.label_dropout < 1.0:
+      raise ValueError(f"diffusion.label_dropout must be in [0, 1), got {d.label_dropout}.")
+    if e.sample_steps < 1 or e.bound_time_samples < 1:
+      raise ValueError("eval.sample_steps and eval.bound_time_samples must be positive.")
+    sample_metrics.check(config)
+    self.image_shape = data.image_shape(config)
+    self.conditional = m.num_classes > 0
+    self.model = UNet(self.image_shape[-1], m.channels, tuple(m.channel_mults),
+                      m.num_res_blocks, tuple(m.attention_resolutions), m.dropout,
+                      m.num_classes, m.norm_groups, layers.conv_modules(m.conv_impl)["conv"])
+    self.tx = optim.build_optimizer(config.optim, config.train.steps)
+    self._samplers = {}  # (sampler, steps, eta) -> jitted sample function
+    self._bound = xla.jit(self.bound_step)
+
+  # --- the network ----------------------------------------------------------------------
+  def predict(self, params, z, logsnr, labels, train=False, rng=None):
+    rngs = {"dropout": rng} if train else {}
+    return self.model.apply({"params": params}, z, logsnr, labels, train=train, rngs=rngs)
+
+  def null_labels(self, n):
+    return jnp.full((n,), self.config.model.num_classes, jnp.int32) if self.conditional else None
+
+  # --- the interface the loop uses --------------------------------------------------------
+  def init_state(self, rng):
+    z = jnp.zeros((1, *self.image_shape), jnp.float32)
+    params = self.model.init(rng, z, jnp.zeros((1,)), self.null_labels(1))["params"]
+    ema = params if self.config.diffusion.ema_decay > 0 else {}
+    return state_lib.create(params, self.tx.init(params), ema_params=ema)
+
+  def train_step(self, state, batch, rng):
+    """One optimizer step on the batch: (state, batch, rng) -> (state, metrics)."""
+    d = self.config.diffusion
+    rng = jax.random.fold_in(rng, state.step)
+    k_loss, k_dropout, k_labels = jax.random.split(rng, 3)
+    x = batch["image"]
+    labels = None
+    if self.conditional:  # classifier-free guidance: the null class with p = label_dropout
+      drop = jax.random.bernoulli(k_labels, d.label_dropout, batch["label"].shape)
+      labels = jnp.where(drop, self.config.model.num_classes, batch["label"])
+
+    def loss_fn(params):
+      predict = lambda z, logsnr: self.predict(params, z, logsnr, labels, True, k_dropout)
+      return diff.diffusion_loss(predict, x, k_loss, schedule=self.schedule,
+                                 target_name=d.target, weighting=d.loss_weighting)
+
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if d.ema_decay > 0:
+      ema = state_lib.ema_update(ema, params, d.ema_decay)
+    finite = state_lib.all_finite(loss, grads)
+    new = state_lib.guarded_apply(state, {"params": params, "opt_state": opt_state,
+                                          "ema_params": ema}, finite)
+    return new, dict(parts, grad_norm=state_lib.tree_norm(grads),
+                     param_norm=state_lib.tree_norm(state.params))
+
+  # --- sampling --------------------------------------------------------------------------
+  def sampling_params(self, state):
+    return state.ema_params if self.config.diffusion.ema_decay > 0 else state.params
+
+  def denoiser(self, params, labels, guidance):
+    """(z, logsnr) -> (x0_hat, eps_hat), guided when the model is conditional."""
+    target = self.config.diffusion.target
+
+    def denoise(z, logsnr):
+      if not self.conditional:
+        return diff.to_x0_eps(target, self.predict(params, z, logsnr, None), z, logsnr)
+      both = self.predict(params, jnp.concatenate([z, z]), jnp.concatenate([logsnr, logsnr]),
+                          jnp.concatenate([labels, self.null_labels(len(labels))]))
+      _, eps_c = diff.to_x0_eps(target, both[:len(z)], z, logsnr)
+      _, eps_u = diff.to_x0_eps(target, both[len(z):], z, logsnr)
+      eps = (1.0 + guidance) * eps_c - guidance * eps_u
+      alpha, sigma = diff.alpha_sigma(logsnr[:, None, None, None])
+      return (z - sigma * eps) / alpha, eps
+
+    return denoise
+
+  def sample_fn(self, sampler, steps, eta):
+    """The compiled sampler: (params, noise, labels, rng, guidance) -> images in [-1, 1]."""
+    key = (sampler, steps, eta)
+    if key not in self._samplers:
+      def run(params, noise, labels, rng, guidance):
+        return samplers.sample(self.denoiser(params, labels, guidance), noise, rng, name=sampler,
+                               steps=steps, schedule=self.schedule, eta=eta)
+      self._samplers[key] = xla.jit(run)
+    return self._samplers[key]
+
+  def sample(self, params, rng, n, batch_size, labels=None, noise=None):
+    """n samples with the eval sampler, quantized to uint8 (as float [-1, 1], host NHWC)."""
+    e = self.config.eval
+    fn = self.sample_fn(e.sampler, e.sample_steps, float(e.eta))
+    out = []
+    for i in range(0, n, batch_size):
+      b = min(batch_size, n - i)
+      k_noise, k_labels, k_sampler = jax.random.split(jax.random.fold_in(rng, i), 3)
+      z = noise[i:i + b] if noise is not None else jax.random.normal(k_noise, (b, *self.image_shape))
+      y = None
+      if self.conditional:
+        y = (labels[i:i + b] if labels is not None
+             else jax.random.randint(k_labels, (b,), 0, self.config.model.num_classes))
+      x = parallel.fetch(fn(params, z, y, k_sampler, jnp.float32(e.guidance)))
+      out.append(images.to_uint8(x, (-1.0, 1.0)).astype(np.float32) / 127.5 - 1.0)
+    return np.concatenate(out)
+
+  # --- evaluation ------------------------------------------------------------------------
+  def bound_step(self, params, batch, rng):
+    """Masked sums over one eval batch of the bound's parts, and of the squared NLL."""
+    S = self.config.eval.bound_time_samples
+    predict = lambda z, logsnr: self.predict(params, z, logsnr, self.null_labels(len(z)))
+    parts = [diff.nll_bound(predict, batch["image"], jax.random.fold_in(rng, s),
+                            schedule=self.schedule, target_name=self.config.diffusion.target)
+             for s in range(S)]
+    per_image = {k: sum(p[k] for p in parts) / S for k in parts[0]}  # mean over t samples
+    mask = batch["mask"]
+    out = {k: jnp.sum(v * mask) for k, v in per_image.items()}
+    out["nll_sq"] = jnp.sum(per_image["nll"]**2 * mask)
+    out["count"] = jnp.sum(mask)
+    return out
+
+  def bits_per_dim(self, params, mesh, rng):
+    """The test bound: {"bits_per_dim", "bits_per_dim_stderr", "nll", "prior", ...}."""
+    e = self.config.eval
+    sums = None
+    for i, local in enumerate(data.eval_batches(self.config, num_examples_limit=e.num_examples)):
+      s = self._bound(params, parallel.to_global(local, mesh), jax.random.fold_in(rng, i))
+      sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
+    sums = parallel.fetch(sums)
+    n = float(sums["count"])
+    nats_per_bit = float(np.prod(self.image_shape)) * np.log(2.0)
+    nll = sums["nll"] / n
+    std = np.sqrt(max(sums["nll_sq"] / n - nll**2, 0.0) * n / max(n - 1, 1))
+    out = {k: sums[k] / n for k in ("prior", "diffusion", "decoder")}
+    out.update(nll=nll, bits_per_dim=nll / nats_per_bit,
+               bits_per_dim_stderr=std / np.sqrt(n) / nats_per_bit,
+               bound_time_samples=e.bound_time_samples, num_examples=int(n))
+    return out
+
+  def evaluate(self, state, mesh, rng, final):
+    """Bits/dim, a sample grid, and (final, or periodic with metrics.periodic_num_samples)
+    the sample-quality metrics. Returns (metrics, {"samples": uint8 grid})."""
+    e = self.config.eval
+    params = self.sampling_params(state)
+    k_bound, k_grid, k_metrics = jax.random.split(rng, 3)
+    metrics = self.bits_per_dim(params, mesh, k_bound)
+    n = e.grid_size**2
+    fixed = jax.random.normal(jax.random.PRNGKey(self.config.seed + 1), (n, *self.image_shape))
+    labels = jnp.arange(n) % self.config.model.num_classes if self.conditional else None
+    grid = self.sample(params, k_grid, n, n, labels, fixed)
+    metrics.update(nfe=samplers.nfe(e.sampler, e.sample_steps), guidance=float(e.guidance))
+    about = {"sampler": f"{e.sampler}, EMA weights" if self.config.diffusion.ema_decay > 0
+             else e.sampler, "sample_steps": e.sample_steps,
+             "nfe": samplers.nfe(e.sampler, e.sample_steps), "eta": float(e.eta),
+             "guidance": float(e.guidance),
+             "labels": "uniform over classes" if self.conditional else "none",
+             "quantized": "uint8"}
+    metrics.update(sample_metrics.evaluate(
+        self.config, functools.partial(self._sample_for_metrics, params), k_metrics, about,
+        periodic=not final))
+    return metrics, {"samples": images.make_grid(images.to_uint8((grid + 1.0) / 2.0),
+                                                  e.grid_size)}
+
+  def _sample_for_metrics(self, params, rng, n):
+    return self.sample(params, rng, n, self.config.metrics.batch_size)
