@@ -240,7 +240,7 @@ def _plot_xy(stats, factor_keys, xy, lines=None):
                         if k != lines)
       ax.annotate(label, (s[mx][0], s[my][0]), textcoords="offset points", xytext=(4, 4),
                   fontsize=7)
-  if lines:
+  if ax.get_legend_handles_labels()[1]:
     ax.legend(fontsize=7)
   ax.set_xlabel(mx)
   ax.set_ylabel(my)

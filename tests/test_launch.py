@@ -137,7 +137,6 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
 
 def _launch_until(workdir, signum, *args):
   """launch.py with many steps, sent `signum` once the first progress line is out."""
-  import signal
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   proc = subprocess.Popen([sys.executable, "launch.py", "--experiment=vae_mnist:runlocal",
                            f"--workdir={workdir}", "--experiment.train.steps=100000",

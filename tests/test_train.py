@@ -91,7 +91,6 @@ def test_init_compiled_for_once_gives_the_same_state():
 def test_a_nonfinite_step_leaves_the_state_as_it_was(runlocal_config):
   """state.guarded_apply's promise: a step with a NaN batch changes nothing but the step
   counter and records the step; the next finite step updates as usual."""
-  import jax.numpy as jnp
   task = tasks.build_task(runlocal_config)
   state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
   step = jax.jit(task.train_step)
