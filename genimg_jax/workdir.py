@@ -226,25 +226,33 @@ def _check_writable(workdir):
                        "you can write with --workdir.") from None
 
 
+def _check_identity(workdir, config, evaluating):
+  """Raises WorkdirError when the run's config.json differs where a rerun may not."""
+  path = files.join(workdir, "config.json")
+  if evaluating and not path.exists():
+    raise WorkdirError(f"Workdir {files.path(workdir)} holds no run to evaluate (no config.json).")
+  if path.exists():
+    diffs = config_differences(files.read_json(path), config.to_dict(),
+                               configs.defaults(config.task).to_dict(),
+                               ignore=("experiment", "experiment_arg") if evaluating else ())
+    if diffs:
+      raise _identity_error(files.path(workdir), diffs)
+
+
 def _prepare(workdir, config, fresh, evaluating):
-  """Process 0's part of open_run; returns the lock."""
+  """Process 0's part of open_run; returns the lock (None for an evaluation, which only
+  reads the run, so that several can read one run at once)."""
+  if evaluating:
+    _check_identity(workdir, config, evaluating)
+    return None
   _check_writable(workdir)
   lock = Lock(workdir)
   lock.acquire()
   try:
     if fresh and _holds_a_run(workdir):
       move_aside(workdir)
-    path = files.join(workdir, "config.json")
-    if evaluating and not path.exists():
-      raise WorkdirError(f"Workdir {files.path(workdir)} holds no run to evaluate (no config.json).")
-    if path.exists():
-      diffs = config_differences(files.read_json(path), config.to_dict(),
-                                 configs.defaults(config.task).to_dict(),
-                                 ignore=("experiment", "experiment_arg") if evaluating else ())
-      if diffs:
-        raise _identity_error(files.path(workdir), diffs)
-    if not evaluating:  # an evaluation leaves the run's record as it is
-      files.write_json(path, config.to_dict())
+    _check_identity(workdir, config, evaluating)
+    files.write_json(files.join(workdir, "config.json"), config.to_dict())
   except BaseException:
     lock.release()
     raise
@@ -255,8 +263,9 @@ def _prepare(workdir, config, fresh, evaluating):
 def open_run(workdir, config, fresh=False, evaluating=False):
   """Locks the workdir for this launch, checks the run's identity, writes config.json;
   releases the lock on exit. Raises WorkdirError (before any compute) when refused.
-  evaluating: only evaluate the run (train.evaluate): its config.json must exist, is
-  compared with this config (its experiment name aside), and is not rewritten."""
+  evaluating: only evaluate the run (train.evaluate): no lock is taken; its config.json
+  must exist, is compared with this config (its experiment name aside), and is not
+  rewritten."""
   lock, error = None, None
   if jax.process_index() == 0:
     try:
