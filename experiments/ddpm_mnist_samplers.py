@@ -36,5 +36,5 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   if arg == "runlocal":
     return sweep.product(**{"eval.sampler": ["ddim", "heun"], "eval.sample_steps": [2]})
-  return (sweep.product(**{"eval.sampler": ["ddpm", "ddim"], "eval.sample_steps": [10, 25, 50, 100]})
-          + sweep.product(**{"eval.sampler": ["heun"], "eval.sample_steps": [5, 13, 25, 50]}))
+  return (sweep.product(**{"eval.sampler": ["ddpm", "ddim"], "eval.sample_steps": [10, 25, 50]})
+          + sweep.product(**{"eval.sampler": ["heun"], "eval.sample_steps": [5, 13, 25]}))

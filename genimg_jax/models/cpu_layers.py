@@ -54,9 +54,8 @@ def _add_bias(y, bias):
   return y if bias is None else y + bias.astype(y.dtype)
 
 
-class Conv(nn.Module):
-  """nn.Conv (features, kernel_size, strides, padding, use_bias, dtype, kernel_init) in
-  XLA:CPU's fast forms."""
+class _Convolution(nn.Module):
+  """The fields of nn.Conv / nn.ConvTranspose that the models use."""
   features: int
   kernel_size: Sequence[int]
   strides: Any = 1
@@ -64,6 +63,10 @@ class Conv(nn.Module):
   use_bias: bool = True
   dtype: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
+
+
+class Conv(_Convolution):
+  """nn.Conv in XLA:CPU's fast forms (stride 1 or 2, SAME; else lax's convolution)."""
 
   @nn.compact
   def __call__(self, x_BHWC):
@@ -79,16 +82,8 @@ class Conv(nn.Module):
     return _add_bias(y, bias)
 
 
-class ConvTranspose(nn.Module):
-  """nn.ConvTranspose (features, kernel_size, strides, padding, use_bias, dtype); the 4x4,
-  stride-2, SAME case in XLA:CPU's fast forms."""
-  features: int
-  kernel_size: Sequence[int]
-  strides: Any = 1
-  padding: Any = "SAME"
-  use_bias: bool = True
-  dtype: Any = None
-  kernel_init: Any = nn.initializers.lecun_normal()
+class ConvTranspose(_Convolution):
+  """nn.ConvTranspose; the 4x4, stride-2, SAME case in XLA:CPU's fast forms."""
 
   @nn.compact
   def __call__(self, x_BHWC):
