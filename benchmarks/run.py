@@ -454,6 +454,9 @@ def main(argv=None):
   p.add_argument("--launch_steps", type=int, default=20_000, help="0 = skip the launch row")
   p.add_argument("--matmul_size", type=int, default=2048)
   p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
+  p.add_argument("--update", action="store_true",
+                 help="replace only the measured rows of an existing --out, keep the others "
+                      "(each row records the commit and date it was measured at)")
   # worker-only flags
   p.add_argument("--worker", default="")
   p.add_argument("--network", default="")
@@ -558,11 +561,38 @@ def main(argv=None):
   if a.launch_steps:
     print("launch.py vae_mnist end to end...", flush=True)
     results["launch"] = launch_vs_step(a, tmp)
+  stamp = {"commit": _commit(), "date": results["date"]}
+  for part in ("rows", "variants", "pipeline"):
+    for r in results[part]:
+      r.update(stamp)
+  if results["launch"]:
+    results["launch"].update(stamp)
+  if a.update and os.path.exists(a.out):
+    results = _merge(json.load(open(a.out)), results)
   os.makedirs(os.path.dirname(a.out), exist_ok=True)
   with open(a.out, "w") as f:
     json.dump(results, f, indent=1)
   print(table(results))
   print(f"wrote {a.out}")
+
+
+def _commit():
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
+def _merge(old, new):
+  """`old` with the (network, batch) entries and the launch row measured in `new` replaced."""
+  merged = dict(new)
+  for part in ("rows", "variants", "pipeline"):
+    measured = {(r["network"], r["batch"]) for r in new[part]}
+    kept = [r for r in old.get(part, []) if (r["network"], r["batch"]) not in measured]
+    merged[part] = kept + new[part]
+  merged["launch"] = new["launch"] or old.get("launch")
+  return merged
 
 
 def table(results):
@@ -573,12 +603,13 @@ def table(results):
                f"{k.replace('_flop_per_s', '')} {v / 1e9:.0f}" for k, v in results["matmul"].items()
                if k.endswith("_flop_per_s") and k != "float32_peak_flop_per_s") + " GFLOP/s", "",
            "| network | batch | genimg_jax img/s (median [min, max]) | compile s | peak RSS MiB "
-           "| MFLOP/step | % of peak | torch eager img/s | torch.compile img/s | jax/eager | jax/compile |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| MFLOP/step | % of peak | torch eager img/s | torch.compile img/s | jax/eager | jax/compile "
+           "| commit |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in results["rows"]:
     j = r["jax"]
     if "images_per_s" not in j:
-      lines.append(f"| {r['network']} | {r['batch']} | failed | | | | | | | | |")
+      lines.append(f"| {r['network']} | {r['batch']} | failed | | | | | | | | | {r.get('commit')} |")
       continue
     te, tc = r.get("torch_eager", {}), r.get("torch_compile", {})
     f = lambda d: f"{d['images_per_s']:,.0f}" if "images_per_s" in d else "-"
@@ -587,12 +618,14 @@ def table(results):
         f"| {r['network']} | {r['batch']} | {j['images_per_s']:,.0f} [{j['min']:,.0f}, {j['max']:,.0f}] "
         f"| {j['compile_s']:.2f} | {j['peak_rss_mib']:.0f} | {j['flops_per_step'] / 1e6:,.1f} "
         f"| {100 * j['fraction_of_peak']:.1f} | {f(te)} | {f(tc)} | {g('ratio_vs_torch_eager')} "
-        f"| {g('ratio_vs_torch_compile')} |")
+        f"| {g('ratio_vs_torch_compile')} | {r.get('commit', '-')} |")
   if results["variants"]:
     names = []
     for v in results["variants"]:
       names += [k for k in v if k not in ("network", "batch", "vs_default") and k not in names]
-    lines += ["", "| network | batch | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    names = [n for n in names if n not in ("commit", "date")]
+    lines += ["", "| network | batch | " + " | ".join(names) + " | commit |",
+              "|---|---|" + "---|" * (len(names) + 1)]
     for v in results["variants"]:
       def cell(name):
         x = v.get(name)
@@ -600,7 +633,8 @@ def table(results):
           return "-" if x is None else "failed"
         ratio = v.get("vs_default", {}).get(name)
         return f"{x:,.0f}" + (f" ({ratio:.2f}x)" if ratio is not None else "")
-      lines.append(f"| {v['network']} | {v['batch']} | " + " | ".join(cell(n) for n in names) + " |")
+      lines.append(f"| {v['network']} | {v['batch']} | " + " | ".join(cell(n) for n in names)
+                   + f" | {v.get('commit', '-')} |")
   if results["pipeline"]:
     lines += ["", "| input pipeline | batch | img/s delivered |", "|---|---|---|"]
     lines += [f"| {p['network']} | {p['batch']} | {p['images_per_s']:,.0f} |"

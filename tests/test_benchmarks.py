@@ -28,6 +28,19 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
   assert bench.paired_ratio(a, b) == 2.0  # the ratio of the medians would be 10 / 8
 
 
+def test_update_replaces_only_the_measured_rows():
+  old = {"rows": [{"network": "a", "batch": 64, "v": 1}, {"network": "b", "batch": 64, "v": 1}],
+         "variants": [{"network": "a", "batch": 64, "v": 1}], "pipeline": [],
+         "launch": {"wall_s": 1.0}, "date": "old"}
+  new = {"rows": [{"network": "b", "batch": 64, "v": 2}, {"network": "b", "batch": 256, "v": 2}],
+         "variants": [], "pipeline": [], "launch": None, "date": "new"}
+  merged = bench._merge(old, new)
+  assert [(r["network"], r["batch"], r["v"]) for r in merged["rows"]] == [
+      ("a", 64, 1), ("b", 64, 2), ("b", 256, 2)]
+  assert merged["variants"] == old["variants"] and merged["launch"] == {"wall_s": 1.0}
+  assert merged["date"] == "new"
+
+
 def test_profile_attributes_ops_to_layers_from_hlo_metadata():
   from benchmarks import profile
   hlo = "\n".join([

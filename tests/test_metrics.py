@@ -61,3 +61,30 @@ def test_inception_score_bounds():
   np.testing.assert_allclose(Q.inception_score(confident_uniform, splits=10)[0], 10.0, rtol=1e-6)
   collapsed = np.tile(np.eye(10)[:1], (1000, 1))
   np.testing.assert_allclose(Q.inception_score(collapsed)[0], 1.0, rtol=1e-6)
+
+
+def test_reference_features_are_cached_once_and_a_smaller_n_is_served_from_a_larger_one(tmp_path, monkeypatch):
+  from genimg_jax import configs
+  from genimg_jax.metrics import scores
+  from genimg_jax.metrics.features import FeatureNetwork
+  calls = []
+
+  def apply(params, x):  # mean gray level and a pixel: features that tell images apart
+    return x.reshape(len(x), -1)[:, [0, 300, 400]] * params, None
+  net = FeatureNetwork("toy", apply, 1.0, {"network": "toy", "weights": str(tmp_path / "w"),
+                                           "weights_sha256": "abc"})
+  c = configs.vae_config()
+  c.metrics.cache_dir = str(tmp_path / "cache")
+  original = scores.real_images
+  monkeypatch.setattr(scores, "real_images",
+                      lambda config, split, n: calls.append(n) or original(config, split, n))
+  f50, _ = scores.reference_features(c, net, "test", 50)
+  f20, _ = scores.reference_features(c, net, "test", 20)  # the first 20 of the cached 50
+  net.protocol["weights"] = str(tmp_path / "elsewhere")  # moved weights, same hash: a hit
+  again, _ = scores.reference_features(c, net, "test", 50)
+  net.protocol["weights_sha256"] = "other"  # other weights: computed anew
+  scores.reference_features(c, net, "test", 10)
+  assert calls == [50, 10]
+  np.testing.assert_array_equal(f20, f50[:20])
+  np.testing.assert_array_equal(again, f50)
+  assert len(np.unique(f50[:, 1])) > 1

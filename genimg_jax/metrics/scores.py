@@ -40,15 +40,25 @@ def real_images(config, split, n):
 
 
 def reference_features(config, net, split, n):
-  """Features (and probs) of the first n images of `split`, cached in metrics.cache_dir."""
-  key = dict(net.protocol, dataset=config.data.name, split=split, n=n)
+  """Features (and probs) of the first n images of `split`, cached in metrics.cache_dir: one
+  .npz per (network protocol, dataset, split) and N. A miss is served from the cache of a
+  larger N when there is one (its first n rows: the same images through the same network)."""
+  key = dict(net.protocol, dataset=config.data.name, split=split)
+  if "weights_sha256" in key:
+    del key["weights"]  # where the weights lie does not matter: their hash names them
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-  path = files.join(config.metrics.cache_dir,
-                    f"{net.name}_{config.data.name}_{split}_{n}_{digest}.npz")
-  if path.exists():
-    with path.open("rb") as f:
+  prefix = f"{net.name}_{config.data.name}_{split}_"
+  path = files.join(config.metrics.cache_dir, f"{prefix}{n}_{digest}.npz")
+  cache_dir = files.path(config.metrics.cache_dir)
+  cached = {}  # N -> path of every cache of this protocol
+  for p in (cache_dir.glob(f"{prefix}*_{digest}.npz") if cache_dir.exists() else []):
+    size = p.name[len(prefix):].split("_")[0]
+    if size.isdigit() and int(size) >= n:
+      cached[int(size)] = p
+  if cached:
+    with cached[min(cached)].open("rb") as f:
       z = np.load(f)
-      return z["features"], (z["probs"] if "probs" in z else None)
+      return z["features"][:n], (z["probs"][:n] if "probs" in z else None)
   feats, probs = features(net, real_images(config, split, n), config.metrics.batch_size)
   if jax.process_index() == 0:
     import io
