@@ -12,8 +12,7 @@ if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_shared):
 sys.path.insert(0, ROOT)
 # Many tests compile the same small programs (in-process and in launch.py subprocesses,
 # which inherit these variables): a persistent compilation cache compiles each once.
-# One cache per pytest process, removed when that process exits (they were left in /tmp
-# before 2026-11-27, ~14 MB a run).
+# One cache per pytest process, removed when that process exits (~14 MB a run).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   import atexit
   import shutil

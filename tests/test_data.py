@@ -11,7 +11,7 @@ def _take(it, n):
 
 def _per_example_split(c, split):
   """The reference read of a split: tfds' examples one by one, {"image": uint8, "label":
-  int32}, in the dataset's order (how data.py read splits until 2026-11-27)."""
+  int32}, in the dataset's order (the simplest correct read, which data.py's batched read must equal)."""
   import tensorflow as tf
   ds = data.get_builder(c).as_dataset(split=split, shuffle_files=False)
   return ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)})
@@ -48,7 +48,7 @@ def test_resume_across_an_epoch_boundary(runlocal_config):
 
 def _per_example_batches(c, global_bs, start_step):
   """The reference form of the stream: tf.data shuffles the examples themselves (the
-  pipeline before 2026-11-22, which the recorded runs used)."""
+  simplest form of the pipeline, which data.py's stacked one must equal)."""
   import tensorflow as tf
   ds = _per_example_split(c, c.data.train_split)
   n = data.num_examples(c, c.data.train_split)

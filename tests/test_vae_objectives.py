@@ -98,3 +98,8 @@ def test_gaussian_log_likelihood_closed_form():
   out = jnp.zeros((1, 2, 2, 1, 1))
   want = 4 * (-0.5 * np.log(2 * np.pi) - np.log(0.1) - 0.5 * (0.3 / 0.1)**2)
   np.testing.assert_allclose(V.log_likelihood("gaussian", x, out, 0.1), [want], rtol=1e-5)
+
+
+def test_softplus_equals_jax_softplus():
+  x = jnp.concatenate([jnp.linspace(-100.0, 100.0, 2001), jnp.array([0.0, -1e-8, 1e-8, 88.7])])
+  np.testing.assert_allclose(V.softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-30)
