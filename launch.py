@@ -160,12 +160,13 @@ def main(argv, name, arg):
   workdir = FLAGS.workdir or os.path.join("workdirs", name + (f"_{arg}" if arg else ""))
   try:
     if FLAGS.sweep or FLAGS.report or FLAGS.trial is not None:
-      return run_sweep(config, workdir, name, arg, FLAGS.trial, FLAGS.report)
+      run_sweep(config, workdir, name, arg, FLAGS.trial, FLAGS.report)
+      return
     logging.info("Config:\n%s", config)
-    if FLAGS.evaluate:
+    if FLAGS.evaluate:  # (main's return value would be the exit code: return nothing)
       from genimg_jax import files
-      return train.evaluate(config, workdir,
-                            files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))
+      train.evaluate(config, workdir, files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))
+      return
     if FLAGS.mock_data:
       import tensorflow_datasets as tfds
       with tfds.testing.mock_data(num_examples=FLAGS.mock_data):

@@ -94,6 +94,12 @@ def test_rerun_resumes_at_saved_step(first_run, tmp_path):
   assert r["resumed_from_step"] == 20 and r["startup_seconds"] == 0
   assert r["train_metrics"]["loss"] < 530  # a re-evaluation keeps the run's last train metrics
   assert [(l["from_step"], l["to_step"]) for l in r["launches"]] == [(0, 20)]
+  # evaluated again into evaluations/, exit code 0, the run's results untouched
+  proc = again("--evaluate=again", "--experiment.eval.iwae_k=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.load(open(os.path.join(workdir, "evaluations", "again.json")))["evaluated_step"] == 20
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f) == r
   # a longer run in the same workdir continues from step 20, not from scratch
   proc = again("--experiment.train.steps=30")
   assert proc.returncode == 0, proc.stderr[-3000:]
