@@ -115,6 +115,7 @@ def run(make_config, trials, workdir, only=None, evaluate=None):
 
 # --- reporting -----------------------------------------------------------------------
 LOWER_IS_BETTER = re.compile(r"nll|fd|fid|kid|bits|loss|rec$|kl$")
+NOT_RANKED = re.compile(r"nfe$|guidance$")  # settings recorded as metrics: no "best"
 
 
 def _numeric_metrics(results):
@@ -174,39 +175,44 @@ def report(trials, workdir, metrics=None, main=None, caption="", title="", xy=No
     stats[setting] = {m: (np.mean([r[m] for r in rs if m in r]), np.std([r[m] for r in rs if m in r]),
                           len([r for r in rs if m in r])) for m in metric_keys}
   best = {}
-  for m in metric_keys:
+  for m in (m for m in metric_keys if not NOT_RANKED.search(m)):
     vals = {s: v[m][0] for s, v in stats.items() if v[m][2] and not math.isnan(v[m][0])}
     if vals:
       pick = min if LOWER_IS_BETTER.search(m) else max
       best[m] = pick(vals, key=vals.get)
 
-  lines = [f"# {title or files.path(workdir).name}", ""]
+  text = [f"# {title or files.path(workdir).name}", ""]
   if caption:
-    lines += [caption, ""]
+    text += [caption, ""]
   short = [m.replace("test/", "") for m in metric_keys]
-  lines.append("| " + " | ".join([k.split(".")[-1] for k in factor_keys] + short + ["seeds"]) + " |")
-  lines.append("|" + "---|" * (len(factor_keys) + len(metric_keys) + 1))
-  for setting in sorted(stats, key=lambda s: tuple(str(x) for x in s)):
+  text.append("| " + " | ".join([k.split(".")[-1] for k in factor_keys] + short + ["seeds"]) + " |")
+  text.append("|" + "---|" * (len(factor_keys) + len(metric_keys) + 1))
+  for setting in sorted(stats, key=_setting_order):
     cells = [_fmt(x) for x in setting]
     for m in metric_keys:
       mean, std, n = stats[setting][m]
       cell = f"{mean:.4g} ± {std:.2g}" if n else "n/a"
       cells.append(f"**{cell}**" if best.get(m) == setting else cell)
     cells.append(str(max(v[2] for v in stats[setting].values()) if metric_keys else len(groups[setting])))
-    lines.append("| " + " | ".join(cells) + " |")
-  lines += ["", "Mean ± standard deviation over seeds; **bold**: the best setting per column "
-            "(lowest for NLL/FD/KID/bits/losses, highest otherwise)."]
+    text.append("| " + " | ".join(cells) + " |")
+  text += ["", "Mean ± standard deviation over seeds; **bold**: the best setting per column "
+           "(lowest for NLL/FD/KID/bits/losses, highest otherwise)."]
   failed = [r for r in rows if r["status"] != "done"]
   if failed:
-    lines += ["", "Trials without results:", ""]
-    lines += [f"- trial {r['trial']} `{r['name']}`: {r['status']}" for r in failed]
-  md = "\n".join(lines) + "\n"
+    text += ["", "Trials without results:", ""]
+    text += [f"- trial {r['trial']} `{r['name']}`: {r['status']}" for r in failed]
+  md = "\n".join(text) + "\n"
   files.write_bytes(files.join(workdir, "ablation.md"), md.encode())
   if xy and stats:
     _save(_plot_xy(stats, factor_keys, xy, lines), files.join(workdir, "ablation.png"))
   elif main and stats:
     _save(_plot(stats, factor_keys, main), files.join(workdir, "ablation.png"))
   return md
+
+
+def _setting_order(setting):
+  """Rows in the order of their factors' values, numbers by value (5 before 13)."""
+  return tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in setting)
 
 
 def _save(fig, path):

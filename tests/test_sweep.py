@@ -45,6 +45,25 @@ def test_report_marks_best_and_lists_failures(tmp_path):
   assert (tmp_path / "ablation.png").stat().st_size > 1000
 
 
+def test_report_plots_one_line_per_value_of_a_factor(tmp_path, monkeypatch):
+  """FD against NFE per sampler: rows in numeric order, a line per sampler, NFE not ranked."""
+  trials = sweep.product(**{"eval.sampler": ["ddim", "heun"], "eval.sample_steps": [5, 13]})
+  for t in trials:
+    d = tmp_path / "trials" / sweep.trial_name(t)
+    d.mkdir(parents=True)
+    nfe = t["eval.sample_steps"] * (2 if t["eval.sampler"] == "heun" else 1)
+    (d / "results.json").write_text(json.dumps({"metrics": {"test/nfe": nfe, "test/fd": 100 / nfe}}))
+  figures = []
+  original = sweep._plot_xy
+  monkeypatch.setattr(sweep, "_plot_xy", lambda *a: figures.append(original(*a)) or figures[-1])
+  md = sweep.report(trials, str(tmp_path), metrics=["test/nfe", "test/fd"], xy=("test/nfe", "test/fd"),
+                    lines="eval.sampler")
+  rows = [l for l in md.splitlines() if l.startswith("| ddim") or l.startswith("| heun")]
+  assert [r.split(" | ")[1] for r in rows] == ["5", "13", "5", "13"]
+  assert "**" not in rows[-1].split(" | ")[2]  # the largest NFE is no "best"
+  assert figures[0].axes[0].get_legend_handles_labels()[1] == ["sampler=ddim", "sampler=heun"]
+
+
 def _launch(*args):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
