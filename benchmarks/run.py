@@ -491,6 +491,7 @@ def main(argv=None):
   have_torch = torch_version is not None
   networks = [n for n in a.networks.split(",") if n]  # --networks= : only matmul and launch
   batches = [int(b) for b in a.batches.split(",")]
+  commit = _commit()  # the code measured: HEAD when the run starts
   results = {"date": time.strftime("%Y-%m-%d"), "machine": {
       "platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
       "jax_devices": [str(d) for d in jax.devices()]},
@@ -561,7 +562,7 @@ def main(argv=None):
   if a.launch_steps:
     print("launch.py vae_mnist end to end...", flush=True)
     results["launch"] = launch_vs_step(a, tmp)
-  stamp = {"commit": _commit(), "date": results["date"]}
+  stamp = {"commit": commit, "date": results["date"]}
   for part in ("rows", "variants", "pipeline"):
     for r in results[part]:
       r.update(stamp)
