@@ -159,15 +159,13 @@ def main(argv, name, arg):
     config.experiment, config.experiment_arg = name, arg or ""
   workdir = FLAGS.workdir or os.path.join("workdirs", name + (f"_{arg}" if arg else ""))
   try:
+    logging.info("Config:\n%s", config)
     if FLAGS.sweep or FLAGS.report or FLAGS.trial is not None:
       run_sweep(config, workdir, name, arg, FLAGS.trial, FLAGS.report)
-      return
-    logging.info("Config:\n%s", config)
-    if FLAGS.evaluate:  # (main's return value would be the exit code: return nothing)
+    elif FLAGS.evaluate:
       from genimg_jax import files
       train.evaluate(config, workdir, files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))
-      return
-    if FLAGS.mock_data:
+    elif FLAGS.mock_data:
       import tensorflow_datasets as tfds
       with tfds.testing.mock_data(num_examples=FLAGS.mock_data):
         train.run(config, workdir, fresh=FLAGS.fresh)

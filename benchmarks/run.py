@@ -623,8 +623,8 @@ def table(results):
   if results["variants"]:
     names = []
     for v in results["variants"]:
-      names += [k for k in v if k not in ("network", "batch", "vs_default") and k not in names]
-    names = [n for n in names if n not in ("commit", "date")]
+      names += [k for k in v if k not in ("network", "batch", "vs_default", "commit", "date")
+                and k not in names]
     lines += ["", "| network | batch | " + " | ".join(names) + " | commit |",
               "|---|---|" + "---|" * (len(names) + 1)]
     for v in results["variants"]:

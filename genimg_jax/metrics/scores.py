@@ -48,8 +48,8 @@ def reference_features(config, net, split, n):
     del key["weights"]  # where the weights lie does not matter: their hash names them
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
   prefix = f"{net.name}_{config.data.name}_{split}_"
-  path = files.join(config.metrics.cache_dir, f"{prefix}{n}_{digest}.npz")
   cache_dir = files.path(config.metrics.cache_dir)
+  path = cache_dir / f"{prefix}{n}_{digest}.npz"
   cached = {}  # N -> path of every cache of this protocol
   for p in (cache_dir.glob(f"{prefix}*_{digest}.npz") if cache_dir.exists() else []):
     size = p.name[len(prefix):].split("_")[0]
