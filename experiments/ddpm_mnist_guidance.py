@@ -12,7 +12,7 @@ fidelity and diversity that guidance controls.
 from experiments import ddpm_mnist
 from genimg_jax import configs, sweep
 
-REPORT = {"metrics": ["test/guidance", "test/classifier/fd", "test/classifier/is",
+REPORT = {"metrics": ["test/classifier/fd", "test/classifier/is",
                       "test/classifier/precision", "test/classifier/recall"],
           "xy": ("test/classifier/is", "test/classifier/fd"),
           "caption": "ddpm_mnist:conditional, sampled again from its EMA weights with DDIM "
