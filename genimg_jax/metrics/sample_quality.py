@@ -17,7 +17,11 @@ def feature_stats(features):
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
-  """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2)."""
+  """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+  Covariances of ReLU features with dead units are singular; scipy's sqrtm then warns
+  "Matrix is singular", but the distance is unaffected (dead units contribute zero).
+  """
   diff = mu1 - mu2
   covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
   if not np.isfinite(covmean).all():  # singular product: nudge the diagonals
