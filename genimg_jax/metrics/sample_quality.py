@@ -20,7 +20,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
   """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
   Covariances of ReLU features with dead units are singular; scipy's sqrtm then warns
-  "Matrix is singular", but the distance is unaffected (dead units contribute zero).
+  "Matrix is singular", but units that are zero in both sets add nothing to the distance.
   """
   diff = mu1 - mu2
   covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
