@@ -7,8 +7,13 @@
   train.max_rollbacks times.
 * Preemption: SIGTERM (what a preemptible VM receives) becomes a flag the loop polls
   between steps; the loop saves the current step and raises Preempted (exit code 75).
-* Ctrl-C: KeyboardInterrupt becomes Interrupted, which names the step reached and the
-  last checkpoint (exit code 130); nothing is saved.
+* Ctrl-C: during the training loop SIGINT is a flag too, polled at the same place, so
+  the loop stops at a step boundary and raises Interrupted, which names the step reached
+  and the last checkpoint (exit code 130); nothing is saved. A KeyboardInterrupt raised
+  wherever the main thread happens to be could land inside a checkpoint save or the
+  input pipeline, whose threads may swallow it. A second Ctrl-C raises KeyboardInterrupt
+  at once (for a step that hangs); outside the loop (start-up, final evaluation) Ctrl-C
+  is Python's KeyboardInterrupt, which the loop also turns into Interrupted.
 """
 import signal
 
@@ -94,30 +99,42 @@ class NonFiniteGuard:
     return step, state, self._batches_from(step, self.skipped)
 
 
-class SigtermFlag:
-  """Turns SIGTERM into a flag the loop polls (the previous handler restored on exit)."""
+class StopSignals:
+  """Turns SIGTERM and SIGINT into flags the loop polls between steps (the previous
+  handlers restored on exit). Installed from the main thread only; elsewhere (a test
+  that trains in a thread) neither handler is installed and Ctrl-C stays Python's."""
 
   def __init__(self):
-    self.raised = False
-    self._previous = None
+    self.preempted = False    # SIGTERM: save, then raise Preempted
+    self.interrupted = False  # SIGINT: raise Interrupted, nothing saved
+    self._previous = {}
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: no handler, no preemption saves
-      self._previous = None
+    for signum, handler in ((signal.SIGTERM, self._on_sigterm), (signal.SIGINT, self._on_sigint)):
+      try:
+        self._previous[signum] = signal.signal(signum, handler)
+      except ValueError:  # not the main thread
+        break
     return self
 
-  def _handle(self, signum, frame):
+  def _on_sigterm(self, signum, frame):
     logging.warning("SIGTERM received: saving a checkpoint at the end of this step.")
-    self.raised = True
+    self.preempted = True
 
-  def should_stop(self, step):
+  def _on_sigint(self, signum, frame):
+    if self.interrupted:  # the second Ctrl-C: do not wait for the step to end
+      raise KeyboardInterrupt
+    logging.warning("Ctrl-C received: stopping at the end of this step (Ctrl-C again to "
+                    "stop at once).")
+    self.interrupted = True
+
+  def should_save_and_stop(self, step):
+    """True when this step is the one to save at and stop (preemption)."""
     if jax.process_count() > 1:  # all processes agree on the step to stop at
       from jax.experimental import multihost_utils
-      return multihost_utils.reached_preemption_sync_point(step) or self.raised
-    return self.raised
+      return multihost_utils.reached_preemption_sync_point(step) or self.preempted
+    return self.preempted
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)

@@ -159,7 +159,7 @@ def _train_and_evaluate(config, workdir, task, mesh):
           config, task, mesh, state, init, init_rng, train_step, train_rng,
           lambda: batches_from(start_step, guard.skipped), record)
       progress.start(step)
-    with recovery.SigtermFlag() as sigterm:
+    with recovery.StopSignals() as signals:
       while step < total:
         step += k
         state, metrics = train_step(
@@ -173,7 +173,9 @@ def _train_and_evaluate(config, workdir, task, mesh):
           metrics["steps_per_second"] = progress.line(step, metrics)
           record.train_metrics = {name: float(v) for name, v in metrics.items()}
           writer.scalars(step, {f"train/{name}": v for name, v in metrics.items()})
-        preempted = sigterm.should_stop(step)
+        if signals.interrupted:
+          raise Interrupted(step, ckpt.latest_step())
+        preempted = signals.should_save_and_stop(step)
         if (step % t.checkpoint_every == 0 and step < total) or preempted:
           rolled_back = guard.check(state, f"before saving step {step}")
           if rolled_back:

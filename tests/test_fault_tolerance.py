@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from genimg_jax import checkpoint, tasks, train
+from genimg_jax import checkpoint, recovery, tasks, train
 
 
 def _config(name):
@@ -63,6 +63,30 @@ def test_sigterm_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
     np.testing.assert_array_equal(a, b)  # bitwise
   numbers = lambda r: {k: v for k, v in r["metrics"].items() if isinstance(v, float)}
   assert numbers(straight) == numbers(resumed)
+
+
+def test_ctrl_c_during_a_checkpoint_save_stops_at_the_next_step_boundary(tmp_path, monkeypatch):
+  c = _config("vae_mnist")
+  real_save = checkpoint.Checkpointer.save
+
+  def save(self, step, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands while the step-4 save runs
+    return real_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+  with pytest.raises(train.Interrupted) as e:
+    train.run(c, str(tmp_path))
+  assert (e.value.step, e.value.checkpoint_step) == (5, 4)  # the save finished; nothing after
+
+
+def test_a_second_ctrl_c_stops_at_once_and_handlers_are_restored():
+  before = signal.getsignal(signal.SIGINT)
+  with recovery.StopSignals() as signals:
+    os.kill(os.getpid(), signal.SIGINT)
+    assert signals.interrupted and not signals.preempted
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
