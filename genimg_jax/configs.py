@@ -138,6 +138,7 @@ def gan_config():
   c.model.mlp_units = 512            # units per hidden layer of the mlp G and D
   c.model.depth = 2                  # MLP layers
   c.model.d_norm = "none"            # none | spectral | layer | batch
+  c.model.fc_units = 0               # dcgan: a fully connected hidden layer in G and D (0 = none)
   c.model.num_classes = 0            # > 0: class-conditional G, projection D
   c.model.latent_dim = 64
   c.gan = ml_collections.ConfigDict()

@@ -26,12 +26,12 @@ def gan_config(name="gan_mnist"):
   return c
 
 
-@pytest.mark.parametrize("name,shape,classes", [
-    ("mlp", (28, 28, 1), 0), ("dcgan", (28, 28, 1), 10), ("dcgan", (32, 32, 3), 0),
-    ("resnet", (32, 32, 3), 10)])
-def test_gan_network_shapes(name, shape, classes):
+@pytest.mark.parametrize("name,shape,classes,fc_units", [
+    ("mlp", (28, 28, 1), 0, 0), ("dcgan", (28, 28, 1), 10, 0), ("dcgan", (32, 32, 3), 0, 0),
+    ("dcgan", (28, 28, 1), 0, 16), ("resnet", (32, 32, 3), 10, 0)])
+def test_gan_network_shapes(name, shape, classes, fc_units):
   c = gan_config().model
-  c.name, c.num_classes, c.channels, c.mlp_units = name, classes, 8, 8
+  c.name, c.num_classes, c.channels, c.mlp_units, c.fc_units = name, classes, 8, 8, fc_units
   g, d = gan_models.build_gan(c, shape)
   z = jnp.zeros((3, c.latent_dim))
   y = jnp.arange(3) if classes else None
@@ -41,6 +41,9 @@ def test_gan_network_shapes(name, shape, classes):
   assert x.shape == (3, *shape) and float(jnp.abs(x).max()) <= 1.0
   dv = jax.eval_shape(functools.partial(d.init, train=False), jax.random.PRNGKey(1), x, y)
   assert jax.eval_shape(functools.partial(d.apply, train=False), dv, x, y).shape == (3,)
+  if fc_units:  # the fully connected hidden layer of G (before the seed) and of D
+    assert gv["params"]["Dense_0"]["kernel"].shape == (c.latent_dim, fc_units)
+    assert dv["params"]["Dense_0"]["kernel"].shape[1] == fc_units
 
 
 def test_spectral_norm_drives_largest_singular_value_to_one():

@@ -6,7 +6,10 @@ Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 * MLP: the original GAN paper's fully connected networks.
 * DCGAN (Radford et al. 2016): 4x4 stride-2 transposed convolutions, BatchNorm and
   ReLU in G, tanh output; 4x4 stride-2 convolutions and LeakyReLU in D. Sized for 28x28
-  (7x7 seed) and 32x32 (4x4 seed).
+  (7x7 seed) and 32x32 (4x4 seed). `fc_units` > 0 adds a fully connected hidden layer
+  of that width to both: z -> FC-BN-ReLU before G's seed, and FC-norm-LeakyReLU after
+  D's convolutions, the InfoGAN architecture that Lucic et al. 2018 use on MNIST
+  (fc_units 1024, D channels 64 and 128 with BatchNorm, G's seed 7x7x128).
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
 
 The convolutional networks take their convolution modules as fields (`conv`,
@@ -113,6 +116,7 @@ class DCGANGenerator(nn.Module):
   channels: int = 64
   num_classes: int = 0
   conv_transpose: ModuleDef = nn.ConvTranspose
+  fc_units: int = 0
 
   @nn.compact
   def __call__(self, z_BZ, y_B=None, train=True):
@@ -124,6 +128,8 @@ class DCGANGenerator(nn.Module):
       raise ValueError(f"DCGAN generator supports square 28x28 or 2^k sizes >= 8, got {H}x{W}.")
     ch = self.channels * 2**(n_up - 1)
     h = _condition_z(z_BZ, y_B, self.num_classes, z_BZ.shape[-1])
+    if self.fc_units:
+      h = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Dense(self.fc_units)(h)))
     h = nn.Dense(seed * seed * ch * 2)(h).reshape(-1, seed, seed, ch * 2)
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
     for i in range(n_up - 1):
@@ -137,6 +143,7 @@ class DCGANDiscriminator(nn.Module):
   norm: str = "none"
   num_classes: int = 0
   conv: ModuleDef = nn.Conv
+  fc_units: int = 0
 
   @nn.compact
   def __call__(self, x_BHWC, y_B=None, train=True):
@@ -147,6 +154,9 @@ class DCGANDiscriminator(nn.Module):
       h = _DLayer(self.conv(self.channels * 2**i, (4, 4), strides=2), sn)(h, train)
       h = nn.leaky_relu(h if i == 0 else _d_norm(self.norm, h, train), 0.2)
     h = h.reshape(h.shape[0], -1)
+    if self.fc_units:
+      h = _DLayer(nn.Dense(self.fc_units), sn)(h, train)
+      h = nn.leaky_relu(_d_norm(self.norm, h, train), 0.2)
     return _Projection(self.num_classes, sn)(h, y_B, train)
 
 
@@ -243,8 +253,12 @@ def build_gan(model_config, image_shape):
             MLPDiscriminator(m.mlp_units, m.depth, m.d_norm, m.num_classes))
   convs = conv_modules(m.conv_impl)
   if m.name == "dcgan":
-    return (DCGANGenerator(tuple(image_shape), m.channels, m.num_classes, convs["conv_transpose"]),
-            DCGANDiscriminator(m.d_channels or m.channels, m.d_norm, m.num_classes, convs["conv"]))
+    if m.fc_units < 0:
+      raise ValueError(f"model.fc_units must be >= 0 (0 = no fully connected layer), got {m.fc_units}.")
+    return (DCGANGenerator(tuple(image_shape), m.channels, m.num_classes, convs["conv_transpose"],
+                           m.fc_units),
+            DCGANDiscriminator(m.d_channels or m.channels, m.d_norm, m.num_classes, convs["conv"],
+                               m.fc_units))
   if m.name == "resnet":
     return (ResNetGenerator(tuple(image_shape), m.channels, m.num_classes, convs["conv"]),
             ResNetDiscriminator(m.d_channels or m.channels // 2, m.d_norm, m.num_classes,
