@@ -17,8 +17,10 @@ each batch is one gather plus the preprocessing.
 
 TensorFlow only runs on the host CPU; it is hidden from accelerators.
 """
+import inspect
 import os
 import socket
+import urllib.parse
 
 import numpy as np
 import tensorflow as tf
@@ -37,9 +39,12 @@ class DatasetUnavailableError(ValueError):
   """The dataset is neither prepared on disk nor downloadable (a user error)."""
 
 
-# tfds.testing.mock_data replaces this method by a no-op; a run under it needs no download.
-_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
+# tfds.testing.mock_data replaces this method of DatasetBuilder by a no-op; a run under it
+# needs no download. Compared as the class attribute itself (inspect.getattr_static): tfds
+# wraps the method, so each plain attribute access makes a new object.
+_DOWNLOAD_AND_PREPARE = inspect.getattr_static(tfds.core.DatasetBuilder, "download_and_prepare")
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # where tfds fetches prepared datasets first
+PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
 def data_dir(config):
@@ -57,10 +62,11 @@ def get_builder(config):
     raise ValueError(f"Unknown dataset {name!r}: tfds has no builder of that name "
                      f"(see tfds.list_builders()).") from e
   if not builder.is_prepared():
-    mocked = type(builder).download_and_prepare is not _DOWNLOAD_AND_PREPARE
-    if not mocked and not _network_reachable():
-      raise DatasetUnavailableError(_unavailable(name, ddir, builder, "there is no network "
-                                                 f"({DOWNLOAD_HOST[0]} is unreachable)"))
+    if not _mocked(builder):
+      host = _download_route()
+      if not _reachable(host):
+        raise DatasetUnavailableError(_unavailable(
+            name, ddir, builder, f"there is no network ({host[0]}:{host[1]} is unreachable)"))
     try:
       builder.download_and_prepare()
     except Exception as e:  # no permission, a server error, ...
@@ -69,13 +75,28 @@ def get_builder(config):
   return builder
 
 
-def _network_reachable(timeout=3.0):
-  """Whether tfds could download: DOWNLOAD_HOST answers within `timeout` seconds (or a
-  proxy is configured, which then decides). Seconds, not tfds's minutes of retries."""
-  if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
-    return True
+def _mocked(builder):
+  """Whether tfds.testing.mock_data stands in for the download (nothing to fetch)."""
+  return inspect.getattr_static(type(builder), "download_and_prepare") is not _DOWNLOAD_AND_PREPARE
+
+
+def _download_route():
+  """(host, port) that tfds's first connection goes to: the HTTPS proxy when one is set
+  ($https_proxy, $all_proxy), else DOWNLOAD_HOST."""
+  for var in PROXY_VARIABLES:
+    if os.environ.get(var):
+      url = os.environ[var]
+      parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+      default = {"https": 443, "socks5": 1080, "socks5h": 1080}.get(parts.scheme, 80)
+      return parts.hostname or "", parts.port or default
+  return DOWNLOAD_HOST
+
+
+def _reachable(host, timeout=3.0):
+  """Whether `host` (host, port) accepts a connection within `timeout` seconds: the check
+  that tfds could download, in seconds rather than its minutes of retries."""
   try:
-    socket.create_connection(DOWNLOAD_HOST, timeout=timeout).close()
+    socket.create_connection(host, timeout=timeout).close()
     return True
   except OSError:
     return False

@@ -12,13 +12,13 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def launch(*args, env_extra=None, env_drop=()):
+def launch(*args, env_extra=None, env_drop=(), timeout=600):
   env = dict(os.environ)
   for k in ("XLA_FLAGS", *env_drop):  # XLA_FLAGS: one CPU device, as on a laptop
     env.pop(k, None)
   env.update(env_extra or {})
   return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=timeout)
 
 
 # launch.py's own compilation cache settings, in a cache of this module's runs (the rest of
@@ -168,3 +168,29 @@ def test_exit_codes_tell_preempted_from_interrupted(tmp_path):
   assert rc == 130, err[-2000:]
   assert "Interrupted at step" in err and "rerun" in err
   assert "Traceback" not in err
+
+
+def _closed_port():
+  """A loopback port that nothing listens on (bound, then released)."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_a_dataset_that_is_not_there_fails_fast_and_writes_nothing(tmp_path):
+  """A real tfds builder (cifar10, not on disk) with no way out: the HTTPS proxy is a closed
+  local port, standing in for a machine without network. One line, exit 2, no download
+  tried (the data dir stays empty), the workdir never created."""
+  ddir, workdir = tmp_path / "tfds", tmp_path / "run"
+  ddir.mkdir()
+  proxy = f"http://127.0.0.1:{_closed_port()}"
+  proc = launch("--experiment=vae_mnist:runlocal", "--experiment.data.name=cifar10",
+                f"--workdir={workdir}", env_extra={"TFDS_DATA_DIR": str(ddir), "https_proxy": proxy},
+                env_drop=("HTTPS_PROXY", "all_proxy", "ALL_PROXY"), timeout=90)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+  assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert "'cifar10' is not prepared" in errors[0] and str(ddir) in errors[0]
+  assert "no network" in errors[0] and "TFDS_DATA_DIR" in errors[0] and "--mock_data" in errors[0]
+  assert list(ddir.iterdir()) == [] and not workdir.exists()

@@ -1,5 +1,5 @@
 """A workdir is one run: identity against config.json, --fresh, the lock, state mismatches,
-launches recorded per launch, and datasets that are not there."""
+launches recorded per launch."""
 import glob
 import json
 import os
@@ -10,7 +10,7 @@ import sys
 import jax
 import pytest
 
-from genimg_jax import checkpoint, data, files, train, workdir as workdir_lib
+from genimg_jax import checkpoint, files, train, workdir as workdir_lib
 
 
 def _config(**overrides):
@@ -144,32 +144,6 @@ def test_a_stale_lock_is_taken_over(tmp_path, stale):
   r = train.run(c, str(tmp_path))
   assert r["steps"] == 2
   assert not os.path.exists(tmp_path / "lock")  # released at the end
-
-
-def test_a_dataset_that_is_not_there_fails_fast_and_writes_nothing(tmp_path, monkeypatch):
-  """No download is attempted when the network is unreachable (here: a closed local port
-  stands for the download host), and the data dir stays empty."""
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    closed = s.getsockname()
-  monkeypatch.setattr(data, "DOWNLOAD_HOST", closed)
-  monkeypatch.delenv("https_proxy", raising=False)
-  monkeypatch.delenv("HTTPS_PROXY", raising=False)
-  attempts = []
-  monkeypatch.setattr(data.tfds.core.DatasetBuilder, "download_and_prepare",
-                      lambda self, *a, **k: attempts.append(1))
-  monkeypatch.setattr(data, "_DOWNLOAD_AND_PREPARE",
-                      data.tfds.core.DatasetBuilder.download_and_prepare)
-  ddir = tmp_path / "tfds"
-  ddir.mkdir()
-  c = _config(**{"data.name": "cifar10", "data.data_dir": str(ddir)})
-  with pytest.raises(data.DatasetUnavailableError) as e:
-    train.run(c, str(tmp_path / "run"))
-  message = str(e.value)
-  assert "'cifar10' is not prepared" in message and str(ddir) in message
-  assert "no network" in message and "TFDS_DATA_DIR" in message and "--mock_data" in message
-  assert attempts == [] and list(ddir.iterdir()) == []
-  assert not (tmp_path / "run").exists()  # refused before the workdir was touched
 
 
 def test_workdir_lock_and_identity_files_go_through_epath(tmp_path):
