@@ -5,7 +5,8 @@
   python launch.py --experiment=vae_mnist --experiment.optim.lr=3e-4
   python launch.py --list
 
-NAME is a module experiments/NAME.py with get_config(arg=None); ARG is passed to it.
+NAME is a module experiments/NAME.py with get_config(arg=None), or the path of such a file
+of your own anywhere (--experiment=path/to/my_exp.py:ARG); ARG is passed to it.
 Overrides go through a locked ConfigDict, so a misspelled field is an error.
 The workdir defaults to workdirs/NAME[_ARG]; rerunning the same command resumes.
 
@@ -39,22 +40,50 @@ def user_error(message):
 
 
 def resolve_experiment(argv):
-  """Rewrites --experiment=NAME[:ARG] to the module's path, which config_flags loads.
+  """Rewrites --experiment=NAME[:ARG] (or `--experiment NAME[:ARG]`) to the module's path,
+  which config_flags loads. NAME is an experiment of experiments/ or the path of a .py file
+  of the user's own, anywhere.
 
-  Returns (argv, name, arg); exits with the list of experiments when NAME is unknown.
+  Returns (argv, name, arg, path); exits with the list of experiments when NAME is unknown.
   """
-  out, name, arg = [], None, ""
-  for a in argv:
+  out, name, arg, path = [], None, "", None
+  argv = list(argv)
+  i = 0
+  while i < len(argv):
+    a = argv[i]
+    if a == "--experiment" and i + 1 < len(argv):  # absl's space-separated form
+      a = "--experiment=" + argv[i + 1]
+      i += 1
     if a.startswith("--experiment="):
       spec = a.split("=", 1)[1]
       name, _, arg = spec.partition(":")
       path = name if name.endswith(".py") else os.path.join(EXPERIMENTS_DIR, name + ".py")
       if not os.path.isfile(path):
-        user_error(f"Unknown experiment {name!r}; available: {', '.join(available_experiments())}")
+        what = f"No experiment file {name!r}" if name.endswith(".py") else f"Unknown experiment {name!r}"
+        user_error(f"{what}; available: {', '.join(available_experiments())} (or the path of "
+                   "a .py file with get_config(arg=None))")
+      path = os.path.abspath(path)
       a = f"--experiment={path}" + (f":{arg}" if arg else "")
       name = os.path.basename(path)[:-3]
     out.append(a)
-  return out, name, arg
+    i += 1
+  return out, name, arg, path
+
+
+def load_experiment(path):
+  """The experiment module at `path`: experiments/NAME.py as `experiments.NAME` (so that
+  experiments importing each other share one module), any other file by its path."""
+  import importlib
+  import importlib.util
+  sys.path.insert(0, os.path.dirname(EXPERIMENTS_DIR))
+  name = os.path.basename(path)[:-3]
+  if os.path.dirname(os.path.abspath(path)) == EXPERIMENTS_DIR:
+    return importlib.import_module(f"experiments.{name}")
+  spec = importlib.util.spec_from_file_location(f"user_experiment_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  return module
 
 
 def _fields(d, prefix=""):
@@ -65,17 +94,18 @@ def _fields(d, prefix=""):
       yield f"{prefix}{k}"
 
 
-def check_experiment(argv, name, arg):
+def check_experiment(argv, path, arg):
   """Exits with one line for an unknown variant ARG, and with a "did you mean" for an
   --experiment.FIELD that does not exist."""
-  if name is None:
+  if path is None:
     return
   overrides = [a[len("--experiment."):].split("=", 1)[0] for a in argv
                if a.startswith("--experiment.")]
-  import importlib
-  sys.path.insert(0, os.path.dirname(EXPERIMENTS_DIR))
+  module = load_experiment(path)
+  if not hasattr(module, "get_config"):
+    user_error(f"Experiment file {path} defines no get_config(arg=None).")
   try:
-    config = importlib.import_module(f"experiments.{name}").get_config(arg or None)
+    config = module.get_config(arg or None)
   except ValueError as e:  # an unknown variant
     user_error(str(e))
   fields = list(_fields(config.to_dict()))
@@ -136,7 +166,7 @@ def parse_flags(argv):
     user_error(f"{e}".splitlines()[0] if str(e) else type(e).__name__)
 
 
-def main(argv, name, arg):
+def main(argv, name, arg, path):
   from absl import flags, logging
   FLAGS = flags.FLAGS
   if len(argv) > 1:
@@ -161,7 +191,7 @@ def main(argv, name, arg):
   try:
     logging.info("Config:\n%s", config)
     if FLAGS.sweep or FLAGS.report or FLAGS.trial is not None:
-      run_sweep(config, workdir, name, arg, FLAGS.trial, FLAGS.report)
+      run_sweep(config, workdir, name, arg, path, FLAGS.trial, FLAGS.report)
     elif FLAGS.evaluate:
       from genimg_jax import files
       train.evaluate(config, workdir, files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))
@@ -204,16 +234,15 @@ def use_compilation_cache(path):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-def run_sweep(base_config, workdir, name, arg, trial, report_only):
+def run_sweep(base_config, workdir, name, arg, path, trial, report_only):
   """--sweep / --trial / --report for experiments that define get_sweep(arg).
 
   Each trial's config is the command line's (with its --experiment.* overrides) plus the
   trial's overrides. An experiment with evaluates(arg) -> "<workdir>" is an evaluation
   study: its trials evaluate that finished run (train.evaluate) instead of training.
   """
-  import importlib
   from genimg_jax import sweep
-  module = importlib.import_module(f"experiments.{name}")
+  module = load_experiment(path)
   if not hasattr(module, "get_sweep"):
     user_error(f"Experiment {name!r} defines no get_sweep(); nothing to sweep.")
   trials = module.get_sweep(arg or None)
@@ -234,8 +263,8 @@ if __name__ == "__main__":
   if "--list" in sys.argv:
     print("\n".join(available_experiments()))
     sys.exit(0)
-  _argv, _name, _arg = resolve_experiment(sys.argv)
-  check_experiment(_argv, _name, _arg)
+  _argv, _name, _arg, _path = resolve_experiment(sys.argv)
+  check_experiment(_argv, _path, _arg)
   from absl import app
   define_flags()
-  app.run(lambda argv: main(argv, _name, _arg), argv=_argv, flags_parser=parse_flags)
+  app.run(lambda argv: main(argv, _name, _arg, _path), argv=_argv, flags_parser=parse_flags)

@@ -194,3 +194,25 @@ def test_a_dataset_that_is_not_there_fails_fast_and_writes_nothing(tmp_path):
   assert "'cifar10' is not prepared" in errors[0] and str(ddir) in errors[0]
   assert "no network" in errors[0] and "TFDS_DATA_DIR" in errors[0] and "--mock_data" in errors[0]
   assert list(ddir.iterdir()) == [] and not workdir.exists()
+
+
+def test_an_experiment_file_of_the_users_own_runs_by_path(tmp_path):
+  """--experiment PATH.py:ARG (absl's space-separated form) for a file outside experiments/,
+  as big_vision users keep theirs; it may build on the project's experiments."""
+  exp = tmp_path / "elsewhere" / "my_exp.py"
+  exp.parent.mkdir()
+  exp.write_text("from experiments import vae_mnist\n\n"
+                 "def get_config(arg=None):\n"
+                 "  c = vae_mnist.get_config(arg)\n"
+                 "  c.train.steps = c.train.checkpoint_every = c.train.log_every = 4\n"
+                 "  return c\n")
+  workdir = tmp_path / "run"
+  proc = launch("--experiment", f"{exp}:runlocal", f"--workdir={workdir}",
+                "--experiment.eval.num_examples=100")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(workdir / "results.json") as f:
+    r = json.load(f)
+  assert r["experiment"] == "my_exp" and r["steps"] == 4
+  assert r["config"]["experiment_arg"] == "runlocal" and r["config"]["eval"]["num_examples"] == 100
+  proc = launch(f"--experiment={tmp_path / 'nothere.py'}")
+  assert proc.returncode == 2 and "No experiment file" in proc.stderr
