@@ -100,7 +100,7 @@ def evaluate(config, workdir, results_path, devices=None):
     _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     t_eval = time.time()
     eval_metrics, grids = task.evaluate(state, mesh, eval_rng, final=True)
-    results = {"experiment": config.experiment, "evaluated_workdir": str(files.path(workdir)),
+    results = {"experiment": config.experiment, "evaluated_workdir": str(workdir),
                "evaluated_step": step, "steps": config.train.steps, "config": config.to_dict(),
                "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
                "train_metrics": meta.get("train_metrics", {}),

@@ -119,11 +119,16 @@ def test_inception_port_reproduces_reference_features():
   rel = np.abs(np.asarray(feats) - want).max() / np.abs(want).max()
   assert rel < 1e-4, rel
   assert len(sha) == 64
+  # the protocol records the path as given (no machine's folders) beside the hash
+  from genimg_jax import metrics
+  given = os.path.relpath(os.path.join(SHARED_INCEPTION, "weights.npz"))
+  protocol = metrics.inception_network(given).protocol
+  assert protocol["weights"] == given and protocol["weights_sha256"] == sha
 
 
 def test_gan_mnist_runlocal_end_to_end_and_resume(classifier_workdir, tmp_path):
   c = gan_config()
-  c.metrics.classifier_workdir = classifier_workdir
+  c.metrics.classifier_workdir = os.path.relpath(classifier_workdir)  # as a user passes it
   c.metrics.cache_dir = str(tmp_path / "cache")
   workdir = str(tmp_path / "run")
   r = train.run(c, workdir)
@@ -138,8 +143,11 @@ def test_gan_mnist_runlocal_end_to_end_and_resume(classifier_workdir, tmp_path):
   assert os.path.exists(os.path.join(workdir, "samples.png"))
   assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(r["train_metrics"])
   assert len(os.listdir(c.metrics.cache_dir)) == 2  # test and train reference features
+  assert p["weights"] == c.metrics.classifier_workdir  # the path as given, not this machine's
   with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f)["metrics"]["test/classifier/protocol"]["dataset"] == "mnist"
+    text = f.read()
+  assert json.loads(text)["metrics"]["test/classifier/protocol"]["dataset"] == "mnist"
+  assert f'"{classifier_workdir}' not in text  # no absolute path of it anywhere
   # resume: a longer run continues from the last checkpoint
   c.train.steps = 30
   r2 = train.run(c, workdir)

@@ -55,7 +55,7 @@ def inception_network(weights_path):
   variables, sha256 = inception.load_params(weights_path)
   model = inception.InceptionV3()
   protocol = {"network": "Inception-v3 2015-12-05 (FID graph), pool3 features (2048)",
-              "weights": str(files.path(weights_path)), "weights_sha256": sha256,
+              "weights": str(weights_path), "weights_sha256": sha256,
               "trained_on": "ImageNet (ILSVRC-2012)",
               "input": "uint8-quantized, gray tiled to RGB, bilinear resize to 299x299 "
                        "(jax.image.resize), x/128-1",

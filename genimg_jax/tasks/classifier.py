@@ -99,7 +99,7 @@ def feature_network(workdir):
   sha256 = hashlib.sha256(b"".join(np.asarray(v).tobytes() for v in leaves)).hexdigest()
   on = {"dataset": cfg.data.name, "image_shape": list(task.image_shape)}
   protocol = {"network": f"genimg_jax CNNClassifier ({cfg.experiment or 'classifier'})",
-              "weights": str(files.path(workdir)), "weights_step": int(step),
+              "weights": str(workdir), "weights_step": int(step),
               "weights_sha256": sha256, "trained_on": on["dataset"],
               "features": f"penultimate dense layer ({cfg.model.features})",
               "input": "images in [-1, 1] at dataset resolution, no resizing",
