@@ -210,8 +210,14 @@ def main(argv, name, arg, path):
   except train.NonFiniteLossError as e:  # divergence: a failure, said plainly
     print(f"Error: {e}", file=sys.stderr)
     sys.exit(1)
-  except (ValueError, data.DatasetUnavailableError) as e:  # bad values, workdir, data
+  except (ValueError, data.DatasetUnavailableError) as e:  # bad values, workdir, data, disk
     user_error(str(e))
+  except OSError as e:
+    from genimg_jax import checkpoint, files
+    if not checkpoint.is_disk_full(e):
+      raise
+    user_error(f"No space left on device ({files.os_error(e)}). Free space and rerun the same "
+               "command: it resumes from the last checkpoint.")
 
 
 def use_compilation_cache(path):

@@ -12,7 +12,14 @@ Restoring the latest step tells two failures apart:
   touched;
 * the checkpoint's files do not read as data (a truncated or zeroed file): it is set
   aside as `corrupt-<step>-<time>` with a warning, and the previous one is used.
+
+A save on a disk without room for it raises `DiskFull` (a user error) and leaves the
+previous checkpoints as they were: on a local disk the free space is checked before
+writing (orbax's writer threads print a traceback for each file they fail to write), and
+a save that fails anyway for want of space has its partial folder removed.
 """
+import errno
+import shutil
 import time
 
 from absl import logging
@@ -24,6 +31,25 @@ from genimg_jax import files
 
 class StateMismatch(ValueError):
   """A checkpoint's state has another structure or shapes than the config builds."""
+
+
+class DiskFull(ValueError):
+  """No room on the workdir's disk for a checkpoint (a user error: exit code 2)."""
+
+
+# Room asked for beyond the state's bytes: orbax's metadata and the JSON record.
+SAVE_MARGIN_BYTES = 1 << 20
+
+
+def is_disk_full(e):
+  """Whether an exception (or one it was raised from) says the disk is full."""
+  while e is not None:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(e) or "os_error_code='28'" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
 
 
 def _key(k):
@@ -67,9 +93,48 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step, state, meta):
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self.manager.wait_until_finished()
+    """Saves `state` and `meta` as step `step`; raises DiskFull, keeping the previous
+    checkpoints, when the disk has no room for it."""
+    self._check_room(step, state)
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:
+      if not is_disk_full(e):
+        raise
+      if jax.process_index() == 0 and not files.is_remote(self.directory):
+        for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+          shutil.rmtree(partial, ignore_errors=True)
+      raise self._disk_full(step, "the disk filled up while it was written") from None
+
+  def _disk_full(self, step, why):
+    self.manager.reload()
+    kept = [s for s in self.manager.all_steps() if s != step]
+    last = (f"the last good checkpoint (step {max(kept)}) is kept" if kept
+            else "there is no earlier checkpoint")
+    return DiskFull(f"No space left on device for the checkpoint at step {step} in "
+                    f"{self.directory} ({why}); {last}. Free space and rerun the same "
+                    "command to resume.")
+
+  def _check_room(self, step, state):
+    """Raises DiskFull before writing when a local disk has less room than the state needs
+    (every process checks its own disk; all agree before anyone writes)."""
+    ok, why = True, "another process's disk is full"
+    if not files.is_remote(self.directory):
+      need = SAVE_MARGIN_BYTES + sum(x.nbytes for x in jax.tree.leaves(state)
+                                     if hasattr(x, "nbytes"))
+      folder = self.directory if self.directory.exists() else self.directory.parent
+      free = shutil.disk_usage(folder).free
+      if free < need:
+        ok, why = False, f"it needs about {need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free"
+    everyone_ok = ok
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      import numpy as np
+      everyone_ok = bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+    if not everyone_ok:
+      raise self._disk_full(step, why)
 
   def restore(self, step, abstract_state):
     """Restores (state, meta) at `step` with the shardings of `abstract_state`."""

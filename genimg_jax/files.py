@@ -62,6 +62,13 @@ def move(src, dst):
     os.rename(src, dst)
 
 
+def os_error(e):
+  """An OSError in a few words: 'No space left on device: /path' (strerror and file name)."""
+  if getattr(e, "strerror", None):
+    return f"{e.strerror}: {e.filename}" if getattr(e, "filename", None) else e.strerror
+  return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
 def _to_builtin(x):
   if isinstance(x, (np.generic, np.ndarray)) or hasattr(x, "tolist"):
     return np.asarray(x).tolist()

@@ -88,6 +88,8 @@ def evaluate(config, workdir, results_path, devices=None):
   validate_config(config, mesh.size)
   task = tasks.build_task(config)
   with workdir_lib.open_run(workdir, config, evaluating=True):
+    # before any compute: where the record will go (every process, so that all stop)
+    workdir_lib.check_writable(files.path(results_path).parent, "the evaluation's folder")
     abstract, _, _ = compile_fns(task, mesh, config.train.steps_per_call)
     ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
     restored = ckpt.restore_latest(abstract)

@@ -15,6 +15,7 @@ Multi-host: process 0 does all of this; the others wait for its verdict.
 """
 import contextlib
 import datetime
+import json
 import os
 import socket
 import threading
@@ -28,6 +29,7 @@ from genimg_jax import configs, files
 
 LOCK_STALE_SECONDS = 600   # another host's lock without a heartbeat for this long is stale
 HEARTBEAT_SECONDS = 60
+LOCK_UNREADABLE_SECONDS = 10  # a lock file without a readable record this old is stale
 
 
 class WorkdirError(ValueError):
@@ -81,7 +83,6 @@ def config_differences(old, new, defaults, ignore=()):
 
 
 def _json(d):
-  import json
   return json.loads(json.dumps(d, default=files._to_builtin))
 
 
@@ -129,66 +130,112 @@ def _alive(pid):
 
 
 class Lock:
-  """WORKDIR/lock: {"host", "pid", "started", "heartbeat", "token"} of the launch writing it."""
+  """WORKDIR/lock: {"host", "pid", "started", "heartbeat", "token"} of the launch writing it.
+
+  The record appears whole or not at all (written to a private file, then linked into
+  place: an exclusive create that fails when a lock exists), so a failed write (a full
+  disk) leaves no lock behind. A lock that holds no readable record (left by an older
+  version or a crash) is stale once it is LOCK_UNREADABLE_SECONDS old. Taking over a stale
+  lock goes through WORKDIR/lock.takeover, created exclusively: of the launches that find
+  the same stale lock at once, exactly one replaces it; the others are refused.
+  """
 
   def __init__(self, workdir):
     self.path = files.join(workdir, "lock")
+    self.guard = files.join(workdir, "lock.takeover")
     self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now(),
                  "heartbeat": _now(), "token": uuid.uuid4().hex}
     self._stop = threading.Event()
     self._thread = None
 
-  def _holder(self):
+  def _read(self, path=None):
+    """(record or None, raw bytes or None): None, None when there is no lock."""
+    path = path or self.path
     try:
-      return files.read_json(self.path)
-    except (FileNotFoundError, ValueError):  # gone, or caught half-written: read again later
-      return None
+      raw = path.read_bytes()
+    except FileNotFoundError:
+      return None, None
+    try:
+      record = json.loads(raw)
+      return (record if isinstance(record, dict) else None), raw
+    except ValueError:
+      return None, raw
+
+  def _holder(self):
+    return self._read()[0]
 
   def _describe(self, h):
     started = datetime.datetime.fromtimestamp(h.get("started", 0)).isoformat(timespec="seconds")
     return f"host {h.get('host')!r}, pid {h.get('pid')}, started {started}"
 
-  def _stale_reason(self, h):
+  def _age(self, path):
+    """Seconds since `path` was last written (0 if it does not exist)."""
+    try:
+      st = path.stat()
+    except FileNotFoundError:
+      return 0.0
+    mtime = getattr(st, "mtime", None)
+    return _now() - float(st.st_mtime if mtime is None else mtime)
+
+  def _stale_reason(self, h, raw):
+    if h is None:  # a file without a readable record
+      age = self._age(self.path)
+      return (f"its record is unreadable ({len(raw)} bytes) and {age:.0f} s old"
+              if age > LOCK_UNREADABLE_SECONDS else None)
     if h.get("host") == self.info["host"]:
       return None if _alive(int(h.get("pid", -1))) else "its process is no longer running"
     age = _now() - float(h.get("heartbeat", 0))
     return f"no heartbeat for {age:.0f} s" if age > LOCK_STALE_SECONDS else None
 
+  def _in_use(self, holder):
+    what = self._describe(holder) if holder else "a lock file being written"
+    return WorkdirLocked(
+        f"Workdir {self.path.parent} is in use by another launch ({what}; lock file "
+        f"{self.path}). Wait for it to end, or pass another --workdir. If no such launch "
+        "runs, remove the lock file.")
+
   def acquire(self):
-    holder = self._holder()
-    if holder is not None:
-      reason = self._stale_reason(holder)
+    holder, raw = self._read()
+    if raw is None:
+      self._create()
+    else:
+      reason = self._stale_reason(holder, raw)
       if reason is None:
-        raise WorkdirLocked(
-            f"Workdir {self.path.parent} is in use by another launch ({self._describe(holder)}; "
-            f"lock file {self.path}). Wait for it to end, or pass another --workdir. If no "
-            "such launch runs, remove the lock file.")
-      logging.warning("Taking over the lock of %s: its holder (%s) is gone (%s).",
-                      self.path.parent, self._describe(holder), reason)
-      self.path.unlink(missing_ok=True)
-    self._create()
+        raise self._in_use(holder)
+      self._take_over(raw, holder, reason)
     self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
     self._thread.start()
 
-  def _create(self):
-    data = files.to_json_bytes(self.info)
-    if files.is_remote(self.path):
-      # Cloud Storage: write, then read back after a moment; a launch racing this one
-      # finds the other's token there and gives way.
-      self.path.write_bytes(data)
-      time.sleep(0.5)
-      holder = self._holder()
-      if not holder or holder.get("token") != self.info["token"]:
-        raise WorkdirLocked(f"Workdir {self.path.parent} was locked by another launch at the "
-                            f"same time ({self._describe(holder or {})}).")
-      return
+  def _take_over(self, stale_raw, holder, reason):
+    """Replaces the stale lock (still holding `stale_raw`) with this launch's, under the
+    takeover guard."""
+    guard = files.to_json_bytes(dict(self.info, purpose="takeover"))
+    if self._age(self.guard) > LOCK_UNREADABLE_SECONDS:  # left by a launch that died mid-takeover
+      self.guard.unlink(missing_ok=True)
     try:
-      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      _exclusive_create(self.guard, guard, self.info["token"])
+    except FileExistsError:
+      raise WorkdirLocked(f"Workdir {self.path.parent}: another launch is taking over its "
+                          f"stale lock at this moment ({self.guard}).") from None
+    try:
+      now_holder, now_raw = self._read()
+      if now_raw != stale_raw:  # another launch took it over between our read and the guard
+        raise self._in_use(now_holder)
+      logging.warning("Taking over the lock of %s: its holder (%s) is gone (%s).",
+                      self.path.parent, self._describe(holder or {}), reason)
+      files.write_bytes(self.path, files.to_json_bytes(self.info))  # an atomic replace
+    finally:
+      self.guard.unlink(missing_ok=True)
+
+  def _create(self):
+    try:
+      _exclusive_create(self.path, files.to_json_bytes(self.info), self.info["token"])
     except FileExistsError:
       raise WorkdirLocked(f"Workdir {self.path.parent} was locked by another launch at the same "
                           f"time ({self._describe(self._holder() or {})}).") from None
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
+    except OSError as e:  # a full disk, a read-only file system, ...
+      raise WorkdirError(f"Cannot create the lock file {self.path} ({files.os_error(e)}); "
+                         "nothing was written. Free space (or fix the folder) and rerun.") from None
 
   def _heartbeat(self):
     while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -199,8 +246,8 @@ class Lock:
       self.info["heartbeat"] = _now()
       try:
         files.write_bytes(self.path, files.to_json_bytes(self.info))
-      except OSError as e:  # a passing storage error: try again at the next beat
-        logging.warning("Could not refresh the workdir lock: %s", e)
+      except Exception as e:  # a passing storage error (or a full disk): try at the next beat
+        logging.warning("Could not refresh the workdir lock: %s", str(e).splitlines()[0][:200])
 
   def release(self):
     self._stop.set()
@@ -211,19 +258,65 @@ class Lock:
       self.path.unlink(missing_ok=True)
 
 
+def _exclusive_create(path, data, token):
+  """Creates `path` holding `data`, whole, only if it does not exist (FileExistsError).
+
+  Local: `data` goes to a private file that is then hard-linked to `path` (link fails if
+  `path` exists), so `path` never holds part of it; where hard links are not supported, an
+  O_EXCL create, removed again if the write fails. Cloud Storage: write, then read back
+  after a moment; a launch racing this one finds the other's token there and gives way.
+  """
+  if files.is_remote(path):
+    if path.exists():
+      raise FileExistsError(path)
+    path.write_bytes(data)
+    time.sleep(0.5)
+    try:
+      held = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+      held = None
+    if not isinstance(held, dict) or held.get("token") != token:
+      raise FileExistsError(path)
+    return
+  target = os.fspath(path)
+  private = f"{target}.{token}.tmp"
+  try:
+    with open(private, "wb") as f:
+      f.write(data)
+    try:
+      os.link(private, target)
+      return
+    except FileExistsError:
+      raise
+    except OSError:  # no hard links on this file system
+      pass
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+      with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    except BaseException:
+      os.unlink(target)
+      raise
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(private)
+
+
 # --- opening a workdir --------------------------------------------------------------------
-def _check_writable(workdir):
-  w = files.path(workdir)
+def check_writable(folder, what="--workdir"):
+  """Raises WorkdirError unless `folder` is (or can be made) a folder this process can
+  write; `what` names it in the message."""
+  w = files.path(folder)
   if w.exists() and not w.is_dir():
-    raise WorkdirError(f"--workdir {w} is a file, not a folder; pass a folder.")
+    raise WorkdirError(f"{what} {w} is a file, not a folder; pass a folder.")
   try:
     w.mkdir(parents=True, exist_ok=True)
     probe = w / f".write-test-{uuid.uuid4().hex}"
     probe.write_bytes(b"")
     probe.unlink()
   except OSError as e:
-    raise WorkdirError(f"Cannot write to workdir {w} ({type(e).__name__}: {e}); pass a folder "
-                       "you can write with --workdir.") from None
+    raise WorkdirError(f"Cannot write to {what} {w} ({files.os_error(e)}); pass a folder "
+                       "you can write.") from None
 
 
 def _check_identity(workdir, config, evaluating):
@@ -245,7 +338,7 @@ def _prepare(workdir, config, fresh, evaluating):
   if evaluating:
     _check_identity(workdir, config, evaluating)
     return None
-  _check_writable(workdir)
+  check_writable(workdir)
   lock = Lock(workdir)
   lock.acquire()
   try:

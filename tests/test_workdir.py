@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import pytest
@@ -156,3 +157,63 @@ def test_workdir_lock_and_identity_files_go_through_epath(tmp_path):
     workdir_lib.Lock(str(tmp_path)).acquire()
   lock.release()
   assert not (tmp_path / "lock").exists()
+
+
+RACER = """
+import sys
+sys.path.insert(0, {root!r})
+from genimg_jax import workdir
+held = []
+print("ready", flush=True)
+for line in sys.stdin:  # one workdir a round, sent to every racer at once
+  try:
+    held.append(workdir.Lock(line.strip()))  # kept, never released: it holds the lock
+    held[-1].acquire()
+    print("took it", flush=True)
+  except workdir.WorkdirLocked as e:
+    print("refused:", str(e).replace(chr(10), " "), flush=True)
+"""
+
+
+def test_launches_racing_for_one_stale_lock_let_exactly_one_take_it(tmp_path):
+  """Real processes, released at the same instant on the same stale lock (its holder's
+  process is gone), several rounds: exactly one of each round takes the lock over."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  gone = subprocess.Popen([sys.executable, "-c", "pass"])
+  gone.wait()
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  racers = [subprocess.Popen([sys.executable, "-c", RACER.format(root=root)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True) for _ in range(6)]
+  try:
+    assert [r.stdout.readline() for r in racers] == ["ready\n"] * len(racers)
+    for round_ in range(40):
+      workdir = str(tmp_path / f"round{round_}")
+      _write_lock(workdir, pid=gone.pid)
+      for r in racers:
+        r.stdin.write(workdir + "\n")
+      for r in racers:
+        r.stdin.flush()
+      outcomes = [r.stdout.readline() for r in racers]
+      assert sum(o.startswith("took it") for o in outcomes) == 1, (round_, outcomes)
+      assert all(o.startswith(("took it", "refused:")) for o in outcomes), outcomes
+  finally:
+    for r in racers:
+      r.kill()
+      r.wait()
+
+
+def test_a_lock_without_a_readable_record_does_not_block_forever(tmp_path):
+  """An empty lock file (a write that failed on a full disk, in older versions) is refused
+  while it may still be being written, then taken over."""
+  lock_file = tmp_path / "lock"
+  lock_file.write_bytes(b"")
+  with pytest.raises(workdir_lib.WorkdirLocked, match="lock file being written"):
+    workdir_lib.Lock(str(tmp_path)).acquire()
+  old = time.time() - workdir_lib.LOCK_UNREADABLE_SECONDS - 1
+  os.utime(lock_file, (old, old))
+  lock = workdir_lib.Lock(str(tmp_path))
+  lock.acquire()
+  assert files.read_json(lock_file)["token"] == lock.info["token"]
+  lock.release()
+  assert not lock_file.exists() and not (tmp_path / "lock.takeover").exists()
