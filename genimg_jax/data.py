@@ -39,6 +39,10 @@ class DatasetUnavailableError(ValueError):
   """The dataset is neither prepared on disk nor downloadable (a user error)."""
 
 
+class DatasetDamagedError(DatasetUnavailableError):
+  """A file of the prepared dataset does not read (a user error: prepare it again)."""
+
+
 # tfds.testing.mock_data replaces this method of DatasetBuilder by a no-op; a run under it
 # needs no download. Compared as the class attribute itself (inspect.getattr_static): tfds
 # wraps the method, so each plain attribute access makes a new object.
@@ -113,6 +117,26 @@ def _unavailable(name, ddir, builder, why):
           "pass --mock_data=64 (random images of the dataset's shapes).")
 
 
+def _damaged(config, builder, split, error):
+  """What to say when a split's files do not read: which file, and what to do."""
+  try:
+    paths = [os.fspath(p) for p in builder.info.splits[split].filepaths]
+  except Exception:  # an info without file lists (mock_data): name none
+    paths = []
+  bad = []
+  for path in paths:  # read each file on its own: the record checksums tell which is damaged
+    try:
+      for _ in tf.data.TFRecordDataset(path, buffer_size=8 << 20):
+        pass
+    except tf.errors.DataLossError:
+      bad.append(path)
+  where = ", ".join(bad) if bad else f"a file of {split} ({error.message.splitlines()[0][:200]})"
+  folder = os.path.join(data_dir(config), config.data.name, str(builder.version))
+  return (f"Dataset {config.data.name!r} is damaged on disk: {where} does not read (a record "
+          f"fails its checksum). Prepare it again: delete {folder} and rerun (tfds downloads "
+          "and prepares it where there is a network), or copy it again from a good copy.")
+
+
 def image_shape(config):
   """(H, W, C) of the dataset's images."""
   return tuple(get_builder(config).info.features["image"].shape)
@@ -156,7 +180,10 @@ def _arrays(config, split, limit=0):
   ds = builder.as_dataset(split=split, shuffle_files=False, batch_size=batch, decoders=keep)
   if limit > 0:
     ds = ds.take(-(-limit // batch))
-  chunks = list(_fixed_parallelism(ds).as_numpy_iterator())
+  try:
+    chunks = list(_fixed_parallelism(ds).as_numpy_iterator())
+  except tf.errors.DataLossError as e:
+    raise DatasetDamagedError(_damaged(config, builder, split, e)) from None
   image = np.concatenate([c["image"] for c in chunks])[:limit or None]
   label = (np.concatenate([c["label"] for c in chunks])[:limit or None].astype(np.int32)
            if has_label else np.full(len(image), -1, np.int32))

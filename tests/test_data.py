@@ -1,4 +1,6 @@
 """The input pipeline on real MNIST: determinism, resume position, preprocessing, errors."""
+import os
+
 import numpy as np
 import pytest
 
@@ -169,3 +171,33 @@ def test_unknown_dataset_is_rejected(runlocal_config):
   runlocal_config.data.name = "mnistt"
   with pytest.raises(ValueError, match="Unknown dataset 'mnistt'"):
     data.get_builder(runlocal_config)
+
+
+def test_a_damaged_tfrecord_is_one_line_naming_the_file(tmp_path):
+  """A byte flipped in MNIST's test file (a copy), among the examples the runlocal
+  evaluation reads: the run trains, then its evaluation stops with one line that names
+  the file, exit code 2."""
+  import shutil
+  import subprocess
+  import sys
+  ddir = tmp_path / "tfds"
+  shutil.copytree(os.path.join(os.environ["TFDS_DATA_DIR"], "mnist"), ddir / "mnist")
+  bad = next((ddir / "mnist").glob("*/mnist-test.tfrecord-*"))
+  os.chmod(bad, 0o644)
+  with open(bad, "r+b") as f:
+    f.seek(20_000)  # in the first 200 examples
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["TFDS_DATA_DIR"] = str(ddir)
+  proc = subprocess.run([sys.executable, "launch.py", "--experiment=vae_mnist:runlocal",
+                         f"--workdir={tmp_path / 'run'}", "--experiment.train.steps=2",
+                         "--experiment.train.checkpoint_every=2", "--experiment.train.log_every=2"],
+                        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+  assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert "'mnist' is damaged" in errors[0] and str(bad) in errors[0] and "again" in errors[0]
+  assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]  # the training was saved
