@@ -135,6 +135,13 @@ def define_flags():
   flags.DEFINE_string("evaluate", None, "Only evaluate the run in the workdir (its latest "
                       "checkpoint) with this launch's eval.* and metrics.* settings, into "
                       "WORKDIR/evaluations/NAME.json; its own records stay as they are.")
+  flags.DEFINE_integer("export_samples", 0, "Only write N samples of the finished run (its "
+                       "latest checkpoint, this launch's eval.* settings) as PNG files, one "
+                       ".npz and a JSON of what produced them, for other FID code.")
+  flags.DEFINE_string("export_dir", None, "With --export_samples: the folder (default "
+                      "WORKDIR/exports/step<S>_n<N>_seed<SEED>).")
+  flags.DEFINE_integer("export_seed", 0, "With --export_samples: the seed of the samples "
+                       "(the same run and seed give the same files).")
   flags.DEFINE_bool("fresh", False, "Start the workdir afresh: a previous run in it is moved "
                     "aside to WORKDIR.replaced-<time> (never deleted).")
   flags.DEFINE_string("coordinator_address", "", "Multi-process runs: host:port of process 0 "
@@ -192,6 +199,10 @@ def main(argv, name, arg, path):
     logging.info("Config:\n%s", config)
     if FLAGS.sweep or FLAGS.report or FLAGS.trial is not None:
       run_sweep(config, workdir, name, arg, path, FLAGS.trial, FLAGS.report)
+    elif FLAGS.export_samples:
+      out = train.export_samples(config, workdir, FLAGS.export_samples, FLAGS.export_dir,
+                                 FLAGS.export_seed)
+      print(f"Wrote {FLAGS.export_samples} samples to {out}")
     elif FLAGS.evaluate:
       from genimg_jax import files
       train.evaluate(config, workdir, files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))

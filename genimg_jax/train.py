@@ -90,13 +90,7 @@ def evaluate(config, workdir, results_path, devices=None):
   with workdir_lib.open_run(workdir, config, evaluating=True):
     # before any compute: where the record will go (every process, so that all stop)
     workdir_lib.check_writable(files.path(results_path).parent, "the evaluation's folder")
-    abstract, _, _ = compile_fns(task, mesh, config.train.steps_per_call)
-    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-    restored = ckpt.restore_latest(abstract)
-    ckpt.close()
-    if restored is None:
-      raise ValueError(f"Workdir {files.path(workdir)} has no checkpoint to evaluate.")
-    step, state, meta = restored
+    step, state, meta = _latest(config, workdir, task, mesh, "evaluate")
     logging.info("Evaluating the checkpoint at step %d of %s into %s", step,
                  files.path(workdir), results_path)
     _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
@@ -114,6 +108,63 @@ def evaluate(config, workdir, results_path, devices=None):
       path = files.path(results_path)
       files.write_bytes(path.with_name(path.stem + "_samples.png"), images.png_bytes(grids["samples"]))
     return results
+
+
+def _latest(config, workdir, task, mesh, what):
+  """(step, state, meta) of the run's latest readable checkpoint; ValueError if none."""
+  abstract, _, _ = compile_fns(task, mesh, config.train.steps_per_call)
+  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+  restored = ckpt.restore_latest(abstract)
+  ckpt.close()
+  if restored is None:
+    raise ValueError(f"Workdir {files.path(workdir)} has no checkpoint to {what}.")
+  return restored
+
+
+def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
+  """Writes n samples of the run's latest checkpoint for other FID code to score.
+
+  The samples come from the task's export_samples (the sampler, steps and guidance of
+  config.eval, which may differ from the run's as for evaluate), from the key
+  fold_in(the run's evaluation key, seed): the same run and seed give the same files.
+  Into export_dir (default WORKDIR/exports/step<S>_n<N>_seed<seed>):
+    png/<i>.png   uint8 PNG files (gray or RGB), numbered from 000000
+    samples.npz   "images": uint8 [n, H, W, C]; "labels": int32 [n] if conditional
+    samples.json  what produced them: experiment, workdir as given, step, seed, n, the
+                  sampler's description (sampler, steps, NFE, guidance) and config.eval
+  Returns the export folder's path.
+  """
+  from genimg_jax import images
+  if n <= 0:
+    raise ValueError(f"--export_samples must be positive, got {n}.")
+  mesh = parallel.make_mesh(devices)
+  validate_config(config, mesh.size)
+  task = tasks.build_task(config)
+  if not hasattr(task, "export_samples"):
+    raise ValueError(f"Task {config.task!r} does not generate images; nothing to export.")
+  with workdir_lib.open_run(workdir, config, evaluating=True):
+    step, state, _ = _latest(config, workdir, task, mesh, "export samples from")
+    out = files.path(export_dir or files.join(workdir, "exports", f"step{step}_n{n}_seed{seed}"))
+    workdir_lib.check_writable(out, "the export folder")
+    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    logging.info("Exporting %d samples of the checkpoint at step %d of %s to %s", n, step,
+                 files.path(workdir), out)
+    samples, labels, about = task.export_samples(state, jax.random.fold_in(eval_rng, seed), n)
+    u8 = images.to_uint8(samples, (-1.0, 1.0))
+    if jax.process_index() == 0:
+      width = max(6, len(str(n - 1)))
+      for i, image in enumerate(u8):
+        files.write_bytes(out / "png" / f"{i:0{width}d}.png", images.png_bytes(image))
+      import io
+      buf = io.BytesIO()
+      np.savez(buf, images=u8, **({} if labels is None else {"labels": labels}))
+      files.write_bytes(out / "samples.npz", buf.getvalue())
+      writers.write_json(out / "samples.json", {
+          "experiment": config.experiment, "workdir": str(workdir), "step": step,
+          "seed": seed, "num_samples": n, "shape": list(u8.shape[1:]), "dtype": "uint8",
+          "labels": labels is not None, "about": about, "eval": config.eval.to_dict(),
+          "versions": writers.versions()})
+    return out
 
 
 def _train_and_evaluate(config, workdir, task, mesh):

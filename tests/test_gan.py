@@ -126,7 +126,7 @@ def test_inception_port_reproduces_reference_features():
   assert protocol["weights"] == given and protocol["weights_sha256"] == sha
 
 
-def test_gan_mnist_runlocal_end_to_end_and_resume(classifier_workdir, tmp_path):
+def test_gan_mnist_runlocal_end_to_end_resume_and_export(classifier_workdir, tmp_path):
   c = gan_config()
   c.metrics.classifier_workdir = os.path.relpath(classifier_workdir)  # as a user passes it
   c.metrics.cache_dir = str(tmp_path / "cache")
@@ -152,6 +152,54 @@ def test_gan_mnist_runlocal_end_to_end_and_resume(classifier_workdir, tmp_path):
   c.train.steps = 30
   r2 = train.run(c, workdir)
   assert r2["resumed_from_step"] == 20 and r2["steps"] == 30
+  _check_export(c, workdir, tmp_path)
+
+
+def _read_export(folder):
+  z = np.load(os.path.join(folder, "samples.npz"))
+  with open(os.path.join(folder, "samples.json")) as f:
+    return z["images"], z["labels"], json.load(f)
+
+
+def _check_export(c, workdir, tmp_path):
+  """--export_samples of the finished class-conditional run: uint8 PNGs and npz, labels,
+  a record of what made them; the same seed gives the same samples (here and through
+  launch.py, on one device), another seed others."""
+  import subprocess
+  import sys
+  from PIL import Image
+  out = train.export_samples(c, workdir, 12, seed=3)
+  assert os.path.basename(str(out)) == "step30_n12_seed3"
+  x, y, about = _read_export(out)
+  assert x.shape == (12, 28, 28, 1) and x.dtype == np.uint8 and x.std() > 0
+  assert y.shape == (12,) and y.dtype == np.int32 and 0 <= y.min() and y.max() < 10
+  assert len(set(y.tolist())) > 1  # labels drawn per sample, not one class
+  pngs = sorted(os.listdir(os.path.join(out, "png")))
+  assert pngs[0] == "000000.png" and len(pngs) == 12
+  np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(out, "png", pngs[5])))[..., None], x[5])
+  assert about["step"] == 30 and about["seed"] == 3 and about["num_samples"] == 12
+  assert about["about"]["sampler"] == "EMA generator" and about["labels"] is True
+  x2, y2, _ = _read_export(train.export_samples(c, workdir, 12, str(tmp_path / "again"), seed=3))
+  np.testing.assert_array_equal(x, x2)
+  np.testing.assert_array_equal(y, y2)
+  x3, _, _ = _read_export(train.export_samples(c, workdir, 12, str(tmp_path / "other"), seed=4))
+  assert (x3 != x).any()
+  # launch.py --export_samples (one device): the same files for the same seed
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["experiment"] == "gan_mnist"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run(
+      [sys.executable, "launch.py", "--experiment=gan_mnist:runlocal", f"--workdir={workdir}",
+       "--experiment.train.steps=30", f"--experiment.metrics.classifier_workdir={c.metrics.classifier_workdir}",
+       f"--experiment.metrics.cache_dir={c.metrics.cache_dir}", "--export_samples=12",
+       "--export_seed=3", f"--export_dir={tmp_path / 'launched'}"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"Wrote 12 samples to {tmp_path / 'launched'}" in proc.stdout
+  x4, y4, _ = _read_export(tmp_path / "launched")
+  np.testing.assert_array_equal(y, y4)
+  assert np.abs(x4.astype(int) - x).max() <= 1  # one device instead of four: at most a rounding
 
 
 def test_missing_feature_networks_are_reported_not_fatal(tmp_path):

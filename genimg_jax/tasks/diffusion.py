@@ -137,11 +137,12 @@ class DiffusionTask:
       self._samplers[key] = xla.jit(run)
     return self._samplers[key]
 
-  def sample(self, params, rng, n, batch_size, labels=None, noise=None):
-    """n samples with the eval sampler, quantized to uint8 (as float [-1, 1], host NHWC)."""
+  def sample(self, params, rng, n, batch_size, labels=None, noise=None, return_labels=False):
+    """n samples with the eval sampler, quantized to uint8 (as float [-1, 1], host NHWC);
+    with return_labels, (samples, int32 labels [n] or None)."""
     e = self.config.eval
     fn = self.sample_fn(e.sampler, e.sample_steps, float(e.eta))
-    out = []
+    out, drawn = [], []
     for i in range(0, n, batch_size):
       b = min(batch_size, n - i)
       k_noise, k_labels, k_sampler = jax.random.split(jax.random.fold_in(rng, i), 3)
@@ -150,9 +151,28 @@ class DiffusionTask:
       if self.conditional:
         y = (labels[i:i + b] if labels is not None
              else jax.random.randint(k_labels, (b,), 0, self.config.model.num_classes))
+        drawn.append(np.asarray(parallel.fetch(y), np.int32))
       x = parallel.fetch(fn(params, z, y, k_sampler, jnp.float32(e.guidance)))
       out.append(images.to_uint8(x, (-1.0, 1.0)).astype(np.float32) / 127.5 - 1.0)
+    if return_labels:
+      return np.concatenate(out), (np.concatenate(drawn) if drawn else None)
     return np.concatenate(out)
+
+  def about_samples(self):
+    """What produces the samples of the metrics and of an export (their protocol)."""
+    e = self.config.eval
+    return {"sampler": f"{e.sampler}, EMA weights" if self.config.diffusion.ema_decay > 0
+            else e.sampler, "sample_steps": e.sample_steps,
+            "nfe": samplers.nfe(e.sampler, e.sample_steps), "eta": float(e.eta),
+            "guidance": float(e.guidance),
+            "labels": "uniform over classes" if self.conditional else "none",
+            "quantized": "uint8"}
+
+  def export_samples(self, state, rng, n):
+    """(n samples in [-1, 1], their labels or None, about_samples()) as the metrics draw them."""
+    images_, labels = self.sample(self.sampling_params(state), rng, n,
+                                  self.config.metrics.batch_size, return_labels=True)
+    return images_, labels, self.about_samples()
 
   # --- evaluation ------------------------------------------------------------------------
   def bound_step(self, params, batch, rng):
@@ -199,14 +219,9 @@ class DiffusionTask:
     labels = jnp.arange(n) % self.config.model.num_classes if self.conditional else None
     grid = self.sample(params, k_grid, n, n, labels, fixed)
     metrics.update(nfe=samplers.nfe(e.sampler, e.sample_steps), guidance=float(e.guidance))
-    about = {"sampler": f"{e.sampler}, EMA weights" if self.config.diffusion.ema_decay > 0
-             else e.sampler, "sample_steps": e.sample_steps,
-             "nfe": samplers.nfe(e.sampler, e.sample_steps), "eta": float(e.eta),
-             "guidance": float(e.guidance),
-             "labels": "uniform over classes" if self.conditional else "none",
-             "quantized": "uint8"}
     metrics.update(sample_metrics.evaluate(
-        self.config, functools.partial(self._sample_for_metrics, params), k_metrics, about,
+        self.config, functools.partial(self._sample_for_metrics, params), k_metrics,
+        self.about_samples(),
         periodic=not final))
     return metrics, {"samples": images.make_grid(images.to_uint8((grid + 1.0) / 2.0),
                                                   e.grid_size)}

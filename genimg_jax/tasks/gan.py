@@ -166,17 +166,32 @@ class GANTask:
     """Images in [-1, 1] from the generator in inference mode."""
     return self._g(g_params, g_stats, z, y, False)[0]
 
-  def sample(self, state, rng, n, batch_size):
-    """n generator samples (labels uniform when conditional) in [-1, 1], host float32 NHWC."""
+  def sample(self, state, rng, n, batch_size, return_labels=False):
+    """n generator samples (labels uniform when conditional) in [-1, 1], host float32 NHWC;
+    with return_labels, (samples, int32 labels [n] or None)."""
     params, stats = self.sampling_params(state), state.batch_stats["g"]
-    out = []
+    out, labels = [], []
     for i in range(0, n, batch_size):
       b = min(batch_size, n - i)
       kz, ky = jax.random.split(jax.random.fold_in(rng, i))
       z = jax.random.normal(kz, (b, self.config.model.latent_dim))
-      out.append(np.asarray(parallel.fetch(self._generate(params, stats, z,
-                                                          self.sample_labels(ky, b)))))
-    return np.concatenate(out)
+      y = self.sample_labels(ky, b)
+      out.append(np.asarray(parallel.fetch(self._generate(params, stats, z, y))))
+      labels.append(None if y is None else np.asarray(parallel.fetch(y), np.int32))
+    images = np.concatenate(out)
+    if return_labels:
+      return images, (None if labels[0] is None else np.concatenate(labels))
+    return images
+
+  def about_samples(self):
+    """What produces the samples of the metrics and of an export (their protocol)."""
+    return {"sampler": "EMA generator" if self.config.gan.ema_decay > 0 else "generator",
+            "labels": "uniform over classes" if self.conditional else "none"}
+
+  def export_samples(self, state, rng, n):
+    """(n samples in [-1, 1], their labels or None, about_samples()) as the metrics draw them."""
+    images, labels = self.sample(state, rng, n, self.config.metrics.batch_size, return_labels=True)
+    return images, labels, self.about_samples()
 
   def fixed_noise(self, n):
     """The same z (and labels) at every evaluation, so grids are comparable over steps."""
@@ -193,8 +208,7 @@ class GANTask:
     z, y = self.fixed_noise(n)
     x = self._generate(self.sampling_params(state), state.batch_stats["g"], z, y)
     grid = images.make_grid(images.to_uint8(parallel.fetch(x), (-1.0, 1.0)), self.config.eval.grid_size)
-    sampler = "EMA generator" if self.config.gan.ema_decay > 0 else "generator"
     results = sample_metrics.evaluate(
         self.config, lambda r, k: self.sample(state, r, k, self.config.metrics.batch_size),
-        rng, {"sampler": sampler}, periodic=not final)
+        rng, {"sampler": self.about_samples()["sampler"]}, periodic=not final)
     return results, {"samples": grid}

@@ -162,8 +162,16 @@ class VAETask:
              "reconstructions": self.recon_grid(x[:n], xr[:n], e.grid_size)}
     metrics.update(sample_metrics.evaluate(
         self.config, lambda r, k: self.sample(state.params, r, k), rng,
-        {"sampler": "decoder mean E[x|z], z ~ N(0, I)"}, periodic=not final))
+        self.about_samples(), periodic=not final))
     return metrics, grids
+
+  def about_samples(self):
+    """What produces the samples of the metrics and of an export (their protocol)."""
+    return {"sampler": "decoder mean E[x|z], z ~ N(0, I)"}
+
+  def export_samples(self, state, rng, n):
+    """(n samples in [-1, 1], None: no labels, about_samples()) as the metrics draw them."""
+    return self.sample(state.params, rng, n), None, self.about_samples()
 
   def sample(self, params, rng, n):
     """n samples (sample_images) in [-1, 1] as host float32 NHWC, in batches."""
