@@ -2,6 +2,9 @@
 google-cloud-storage use, in memory, on loopback.
 
   python tests/gcs_emulator.py BUCKET [BUCKET ...]   # prints "PORT <n>", serves until killed
+  python tests/gcs_emulator.py --port=N --state=FILE BUCKET ...
+      # on a given port; the objects are loaded from FILE if it exists and written to it
+      # at SIGTERM: a store that goes away and comes back with its data (an outage)
 
 What it implements: bucket metadata; object listing (prefix, delimiter, pages); object
 metadata and media downloads (Range, generation preconditions, x-goog-generation and
@@ -403,7 +406,33 @@ def serve(buckets, port=0):
   return server
 
 
-if __name__ == "__main__":
-  srv = serve(sys.argv[1:] or ["test-bucket"])
+def _main(argv):
+  import os
+  import pickle
+  import signal
+  opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--")}
+  buckets = [a for a in argv if not a.startswith("--")] or ["test-bucket"]
+  srv = serve(buckets, int(opts.get("--port", 0)))
+  state = opts.get("--state")
+  if state and os.path.exists(state):
+    with open(state, "rb") as f:
+      Handler.store.buckets = pickle.load(f)
+    last = max((o["generation"] for b in Handler.store.buckets.values() for o in b.values()),
+               default=1_700_000_000_000_000)
+    Handler.store.generations = itertools.count(last + 1)
+
+  def stop(*_):
+    if state:
+      with Handler.store.lock:  # the objects as they are: an upload in flight is lost
+        with open(state + ".tmp", "wb") as f:
+          pickle.dump(Handler.store.buckets, f)
+        os.replace(state + ".tmp", state)
+    os._exit(0)
+
+  signal.signal(signal.SIGTERM, stop)
   print(f"PORT {srv.server_address[1]}", flush=True)
   srv.serve_forever()
+
+
+if __name__ == "__main__":
+  _main(sys.argv[1:])

@@ -66,3 +66,12 @@ def test_profile_attributes_ops_to_layers_from_hlo_metadata():
   assert profile.torch_op_kind("aten::native_batch_norm_backward") == "batch norm"
   assert profile.torch_op_kind("aten::mm") == "matmul" and profile.torch_op_kind("aten::addmm") == "matmul"
   assert profile.torch_op_kind("aten::leaky_relu") == "element-wise and other"
+
+
+def test_sampler_flops_count_every_network_evaluation():
+  """XLA's cost analysis counts the sampler's fori_loop body once; the row's FLOPs are its
+  50 denoiser calls, not one step's."""
+  _, _, images, info = bench.jax_sampler_setup(argparse.Namespace(network="ddpm_mnist_sampler", batch=2))
+  assert images == 2
+  loop = info["sampler_loop_flops_as_xla_counts"]  # about one step: a denoiser call and its update
+  assert 45 * loop < info["flops_per_step"] <= bench.SAMPLER_STEPS * loop
