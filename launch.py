@@ -12,8 +12,9 @@ The workdir defaults to workdirs/NAME[_ARG]; rerunning the same command resumes.
 
 Exit codes: 0 finished; 2 a user error (a bad flag or value, a workdir that holds another
 run or is in use, a dataset that is not there), reported in one line before any compute;
-75 preempted (SIGTERM: a checkpoint was saved; rerun to resume: requeue); 130 interrupted
-(Ctrl-C); 1 any other failure (a non-finite loss, a crash).
+75 preempted (SIGTERM: a checkpoint was saved) or the workdir's storage did not answer
+within train.storage_retry_seconds (the last good checkpoint is intact): rerun to resume,
+i.e. requeue; 130 interrupted (Ctrl-C); 1 any other failure (a non-finite loss, a crash).
 """
 import difflib
 import gc
@@ -184,7 +185,7 @@ def main(argv, name, arg, path):
   # collector off while they load and those objects frozen afterwards, no full collection
   # walks them (during the imports and again at exit).
   gc.disable()
-  from genimg_jax import data, parallel, train, writers  # after flags: importing jax/tf is slow
+  from genimg_jax import data, files, parallel, train, writers  # after flags: jax/tf load slowly
   gc.freeze()
   gc.enable()
   writers.quiet_library_logs()
@@ -204,7 +205,6 @@ def main(argv, name, arg, path):
                                  FLAGS.export_seed)
       print(f"Wrote {FLAGS.export_samples} samples to {out}")
     elif FLAGS.evaluate:
-      from genimg_jax import files
       train.evaluate(config, workdir, files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))
     elif FLAGS.mock_data:
       import tensorflow_datasets as tfds
@@ -218,13 +218,16 @@ def main(argv, name, arg, path):
   except (train.Interrupted, KeyboardInterrupt) as e:
     print(f"{e}" if str(e) else "Interrupted before training began.", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
+  except files.StorageUnavailable as e:  # an outage: the last good checkpoint is intact
+    print(f"Error: {e}", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
   except train.NonFiniteLossError as e:  # divergence: a failure, said plainly
     print(f"Error: {e}", file=sys.stderr)
     sys.exit(1)
   except (ValueError, data.DatasetUnavailableError) as e:  # bad values, workdir, data, disk
     user_error(str(e))
   except OSError as e:
-    from genimg_jax import checkpoint, files
+    from genimg_jax import checkpoint
     if not checkpoint.is_disk_full(e):
       raise
     user_error(f"No space left on device ({files.os_error(e)}). Free space and rerun the same "

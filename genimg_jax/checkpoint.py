@@ -18,6 +18,7 @@ previous checkpoints as they were: on a local disk the free space is checked bef
 writing (orbax's writer threads print a traceback for each file they fail to write), and
 a save that fails anyway for want of space has its partial folder removed.
 """
+import contextlib
 import errno
 import shutil
 import time
@@ -76,9 +77,11 @@ def mismatch(saved, expected, limit=8):
 class Checkpointer:
   """Saves, keeps the last `keep`, restores the latest readable checkpoint."""
 
-  def __init__(self, workdir, keep):
+  def __init__(self, workdir, keep, storage_retry_seconds=300.0):
     self.directory = files.join(workdir, "checkpoints")
     self.keep = keep
+    self.retry_seconds = storage_retry_seconds
+    self.last_good = None  # the newest step this process saved or restored
     self.manager = self._new_manager()
 
   def _new_manager(self):
@@ -94,12 +97,34 @@ class Checkpointer:
 
   def save(self, step, state, meta):
     """Saves `state` and `meta` as step `step`; raises DiskFull, keeping the previous
-    checkpoints, when the disk has no room for it."""
+    checkpoints, when the disk has no room for it, and files.StorageUnavailable when the
+    storage does not answer within storage_retry_seconds of retries (a save that failed
+    half-way is written again from the start; the previous checkpoints stay intact)."""
     self._check_room(step, state)
-    try:
+
+    def attempt():
+      if self.manager is None:
+        self.manager = self._new_manager()
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
       self.manager.wait_until_finished()
+
+    def start_over():  # a fresh manager: the failed one may hold the half-written step
+      with contextlib.suppress(Exception):
+        self.manager.close()
+      self.manager = None
+      with contextlib.suppress(Exception):
+        files.remove_tree(self.directory / str(step))
+
+    try:
+      files.retrying(attempt, f"Saving the checkpoint at step {step}", self.retry_seconds,
+                     before_retry=start_over)
+      self.last_good = step
+    except files.StorageUnavailable as e:
+      last = (f"the last good checkpoint (step {self.last_good}) is intact"
+              if self.last_good is not None else "there is no earlier checkpoint")
+      raise files.StorageUnavailable(f"{e}; {last}. Rerun the same command once the storage "
+                                     "answers: it resumes from there.") from None
     except Exception as e:
       if not is_disk_full(e):
         raise
@@ -173,6 +198,7 @@ class Checkpointer:
       if self.check_structure(step, abstract_state):
         try:
           state, meta = self.restore(step, abstract_state)
+          self.last_good = step
           return step, state, meta
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
           logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s).", step,
@@ -193,4 +219,13 @@ class Checkpointer:
     self.manager = self._new_manager()
 
   def close(self):
-    self.manager.close()
+    """Closes the manager; a storage that does not answer is only warned about here (what
+    needed it has raised already)."""
+    if self.manager is None or files.storage_unavailable():
+      return
+    try:
+      self.manager.close()
+    except Exception as e:  # noqa: BLE001
+      if not files.is_transient(e):
+        raise
+      logging.warning("Closing the checkpoint manager of %s: %s", self.directory, files.brief(e))

@@ -13,6 +13,7 @@ import ml_collections
 MAY_CHANGE_BETWEEN_LAUNCHES = (
     "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.eval_every", "train.steps_per_call", "train.on_nonfinite", "train.max_rollbacks",
+    "train.storage_retry_seconds",
     "data.prefetch", "data.data_dir", "data.eval_split", "model.conv_impl", "eval.*",
     "metrics.*",
 )
@@ -81,6 +82,10 @@ def base_config():
   c.train.eval_every = 0             # 0 = evaluate only at the end
   c.train.on_nonfinite = "stop"      # stop | rollback (to the last checkpoint, skipping the batch)
   c.train.max_rollbacks = 3
+  # A checkpoint or record that cannot be written for a passing storage error (no
+  # connection, a 5xx) is retried with backoff this long, then the run stops with exit
+  # code 75, its last good checkpoint intact (genimg_jax/files.py: retrying).
+  c.train.storage_retry_seconds = 300.0
   # Train steps per compiled call (lax.scan over stacked batches); steps, log_every,
   # checkpoint_every and eval_every must be multiples. >1 saves per-call dispatch and
   # host round trips on small models (see benchmarks/README.md for what it buys).

@@ -172,7 +172,7 @@ def _train_and_evaluate(config, workdir, task, mesh):
   k, total = t.steps_per_call, t.steps
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
   abstract, init, train_step = compile_fns(task, mesh, k)
-  ckpt = checkpoint.Checkpointer(workdir, t.keep_checkpoints)
+  ckpt = checkpoint.Checkpointer(workdir, t.keep_checkpoints, t.storage_retry_seconds)
   restored = ckpt.restore_latest(abstract)
   start_step, state, meta = restored if restored else (0, None, {})
   if restored:
@@ -204,6 +204,7 @@ def _train_and_evaluate(config, workdir, task, mesh):
     record.add_train_time()
     record.skipped = sorted(guard.skipped)
     ckpt.save(step, state, record.meta(config, step))
+    logging.info("Saved the checkpoint at step %d.", step)
 
   step = start_step
   try:
@@ -254,7 +255,8 @@ def _train_and_evaluate(config, workdir, task, mesh):
     writer.close()
     ckpt.close()
   results = record.results(config, eval_metrics, eval_seconds)
-  writers.write_json(files.join(workdir, "results.json"), results)
+  files.retrying(lambda: writers.write_json(files.join(workdir, "results.json"), results),
+                 "Writing results.json", t.storage_retry_seconds)
   logging.info("Results: %s", json.dumps(
       {k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float, np.number))}))
   return results

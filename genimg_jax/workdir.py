@@ -239,23 +239,34 @@ class Lock:
 
   def _heartbeat(self):
     while not self._stop.wait(HEARTBEAT_SECONDS):
-      holder = self._holder()
-      if holder and holder.get("token") != self.info["token"]:
-        logging.error("The lock of %s was taken by %s.", self.path.parent, self._describe(holder))
-        return
-      self.info["heartbeat"] = _now()
       try:
+        holder = self._holder()
+        if holder and holder.get("token") != self.info["token"]:
+          logging.error("The lock of %s was taken by %s.", self.path.parent,
+                        self._describe(holder))
+          return
+        self.info["heartbeat"] = _now()
         files.write_bytes(self.path, files.to_json_bytes(self.info))
-      except Exception as e:  # a passing storage error (or a full disk): try at the next beat
-        logging.warning("Could not refresh the workdir lock: %s", str(e).splitlines()[0][:200])
+      except Exception as e:  # noqa: BLE001 (a passing storage error, a full disk): next beat
+        logging.warning("Could not refresh the workdir lock: %s", files.brief(e))
 
   def release(self):
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
-    holder = self._holder()
-    if holder and holder.get("token") == self.info["token"]:
-      self.path.unlink(missing_ok=True)
+    if files.storage_unavailable():
+      logging.warning("The storage of %s did not answer: its lock stays; a rerun on this host "
+                      "takes it over.", self.path.parent)
+      return
+    try:
+      holder = self._holder()
+      if holder and holder.get("token") == self.info["token"]:
+        self.path.unlink(missing_ok=True)
+    except Exception as e:  # noqa: BLE001 (the storage is down: the lock stays, and is stale)
+      if not files.is_transient(e):
+        raise
+      logging.warning("Could not remove the workdir lock %s (%s); a rerun on this host takes "
+                      "it over.", self.path, files.brief(e))
 
 
 def _exclusive_create(path, data, token):

@@ -60,7 +60,23 @@ class Writer:
     if self._remote:  # copy the event files whole to WORKDIR/tensorboard
       for f in tf.io.gfile.listdir(self._local_tb):
         with open(f"{self._local_tb}/{f}", "rb") as src:
-          files.write_bytes(self.workdir / "tensorboard" / f, src.read())
+          self._write_remote(self.workdir / "tensorboard" / f, src.read())
+
+  def _write_remote(self, path, data):
+    """Writes a file that the next flush writes again whole: a passing storage error is a
+    warning (the run's checkpoints are what must not be lost), said once per outage."""
+    if files.storage_unavailable():
+      return
+    try:
+      files.write_bytes(path, data)
+      self._warned = False
+    except Exception as e:  # noqa: BLE001
+      if not files.is_transient(e):
+        raise
+      if not getattr(self, "_warned", False):
+        logging.warning("Could not copy %s to the workdir (%s); the next flush tries again.",
+                        path.name, files.brief(e))
+      self._warned = True
 
   def scalars(self, step, scalars):
     if not self.active:
@@ -78,8 +94,11 @@ class Writer:
       tf.summary.image(name, grid_HWC[None], step=step)
     self._flush()
     if png:
-      files.write_bytes(self.workdir / f"{name.replace('/', '_')}.png",
-                        images.png_bytes(grid_HWC))
+      path = self.workdir / f"{name.replace('/', '_')}.png"
+      if self._remote:
+        self._write_remote(path, images.png_bytes(grid_HWC))
+      else:
+        files.write_bytes(path, images.png_bytes(grid_HWC))
 
   def close(self):
     if self.active:
@@ -118,12 +137,15 @@ def _fmt_seconds(s):
 
 
 def quiet_library_logs():
-  """Drops INFO lines from orbax and tfds (dozens per checkpoint); warnings still show."""
+  """Drops INFO lines from orbax and tfds (dozens per checkpoint); warnings still show.
+  gcsfs's request retries are kept as one line each, without their tracebacks."""
   import logging as py_logging
   noisy = ("/orbax/", "/tensorflow_datasets/", "/etils/")
 
   class _Filter(py_logging.Filter):
     def filter(self, record):
+      if "/gcsfs/" in record.pathname:  # its retries: one line each, not a traceback
+        record.exc_info, record.exc_text = None, None
       return record.levelno >= py_logging.WARNING or not any(n in record.pathname for n in noisy)
 
   logging.get_absl_handler().addFilter(_Filter())

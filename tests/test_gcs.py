@@ -126,3 +126,83 @@ def test_a_sweep_report_is_written_to_gs(gcs):
   assert files.join(workdir, "ablation.png").read_bytes()[:4] == b"\x89PNG"
   assert json.loads(files.join(workdir, "trials", "beta=1.0_seed=0", "results.json")
                     .read_text())["metrics"]["test/nll"] == 90.0
+
+
+def _emulator(port, state):
+  """The emulator on `port`, keeping its objects in `state` across a restart."""
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "gcs_emulator.py"),
+                           f"--port={port}", f"--state={state}", BUCKET],
+                          stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().split()[1] == str(port)
+  return proc
+
+
+def test_a_storage_outage_is_one_line_and_a_rerun_after_it_resumes_exactly(tmp_path):
+  """The store goes away right after the checkpoint at step 20 is saved (the emulator is
+  stopped, its objects kept) and comes back later on the same port: the run stops at its
+  next save with one line and exit code 75, checkpoint 20 intact; the same command, once
+  the store answers, resumes from step 20 and ends where an uninterrupted run ends."""
+  import signal
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  state = tmp_path / "store.pkl"
+  url = f"http://127.0.0.1:{port}"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update({"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+              "GOOGLE_AUTH_TOKEN_FOR_TESTING": "dummy", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+              "GOOGLE_CLOUD_PROJECT": "test", "EPATH_USE_TF": "false"})
+
+  def command(workdir):  # a progress line only at the end: the first write after the cut is a save
+    return [sys.executable, "launch.py", "--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
+            "--experiment.train.steps=60", "--experiment.train.log_every=60",
+            "--experiment.train.checkpoint_every=20", "--experiment.train.storage_retry_seconds=2",
+            "--compilation_cache="]
+
+  def results(workdir):
+    import gcsfs
+    fs = gcsfs.GCSFileSystem(endpoint_url=url, token="anon", skip_instance_cache=True)
+    with fs.open(f"{workdir[len('gs://'):]}/results.json") as f:
+      return json.load(f)
+
+  emulator = _emulator(port, state)
+  straight = run = None
+  try:  # the uninterrupted run, on local disk, trains while the cut one waits on the store
+    straight_log = open(tmp_path / "straight.log", "w")
+    straight = subprocess.Popen(command(str(tmp_path / "straight")), cwd=ROOT, env=env,
+                                stderr=straight_log)
+    cut = f"gs://{BUCKET}/cut"
+    run = subprocess.Popen(command(cut), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in run.stderr:
+      lines.append(line)
+      if "Saved the checkpoint at step 20" in line:
+        run.send_signal(signal.SIGSTOP)  # hold the run while the store goes away
+        emulator.terminate()
+        emulator.wait()
+        run.send_signal(signal.SIGCONT)
+        break
+    err = "".join(lines) + run.communicate(timeout=400)[1]
+    assert run.returncode == 75, err[-3000:]
+    errors = [l for l in err.splitlines() if l.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert "checkpoint at step 40" in errors[0] and "did not answer" in errors[0]
+    assert "the last good checkpoint (step 20) is intact" in errors[0] and "Rerun" in errors[0]
+    emulator = _emulator(port, state)  # the store is back, with what it held
+    again = subprocess.run(command(cut), cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Restored checkpoint at step 20" in again.stderr
+    assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    want = json.loads((tmp_path / "straight" / "results.json").read_text())
+    got = results(cut)
+    assert got["resumed_from_step"] == 20
+    assert got["metrics"] == want["metrics"]  # the same final state, evaluated the same
+    timing = "steps_per_second"
+    assert ({k: v for k, v in got["train_metrics"].items() if k != timing}
+            == {k: v for k, v in want["train_metrics"].items() if k != timing})
+  finally:
+    for proc in [p for p in (straight, run) if p is not None] + [emulator]:
+      proc.kill()
+      proc.wait()
