@@ -210,3 +210,224 @@ def test_the_same_loss_and_bound_on_1_and_4_devices():
   for k in ("loss", "grad_norm", "param_norm"):
     np.testing.assert_allclose(out[1][0][k], out[0][0][k], rtol=2e-5)
   np.testing.assert_allclose(out[1][1]["bits_per_dim"], out[0][1]["bits_per_dim"], rtol=2e-5)
+
+
+# --- closed forms of the bound's parts, the loss weightings, guidance and the samplers ----
+def _straight(lo=-4.0, hi=4.0):
+  """A log-SNR schedule linear in t, from hi at t = 0 to lo at t = 1: dlogsnr/dt = lo - hi,
+  and alpha_1 far from 0, so every term of the bound matters."""
+  return lambda t: hi + (lo - hi) * jnp.asarray(t, jnp.float32)
+
+
+def test_the_prior_kl_is_the_kl_of_two_gaussians():
+  """KL(N(alpha_1 x, sigma_1^2) || N(0, 1)) per pixel, summed: at logsnr(1) = 0
+  (alpha_1^2 = sigma_1^2 = 1/2) it is 0.5 (x^2 / 2 + 1/2 - 1 + log 2) per pixel."""
+  x = jnp.array([[0.0, 1.0], [-1.0, 0.5]]).reshape(2, 2, 1, 1)
+  got = D.prior_kl(x, _straight(lo=0.0))
+  want = 0.5 * np.sum(np.asarray(x).reshape(2, 2)**2 / 2 + 0.5 - 1 + np.log(2), axis=1)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_the_diffusion_term_is_half_the_log_snr_range_times_the_squared_error():
+  """A denoiser that predicts eps = 0 makes the squared error ||eps||^2 exactly, so one
+  sample of the term is (logsnr(0) - logsnr(1)) / 2 * ||eps||^2, whatever u is."""
+  x = jnp.full((3, 2, 2, 1), 0.4)
+  eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
+  zero = lambda z, logsnr: jnp.zeros_like(z)
+  got = D.diffusion_term(zero, x, jnp.array([0.1, 0.5, 0.9]), eps, schedule=_straight(),
+                         target_name="eps")
+  np.testing.assert_allclose(got, 0.5 * 8.0 * np.sum(np.asarray(eps)**2, axis=(1, 2, 3)), rtol=1e-5)
+  # the log-SNR it is sampled at runs from logsnr(1) (u = 0) to logsnr(0) (u = 1)
+  seen = []
+  record = lambda z, logsnr: seen.append(np.asarray(logsnr)) or jnp.zeros_like(z)
+  D.diffusion_term(record, x, jnp.array([0.0, 0.25, 1.0]), eps, schedule=_straight(), target_name="eps")
+  np.testing.assert_allclose(seen[0], [-4.0, -2.0, 4.0], atol=1e-6)
+
+
+def test_the_decoder_nll_of_a_noiseless_z0_at_the_bin_centres_is_nearly_zero_and_off_them_not():
+  logsnr0 = D.logsnr_schedule("cosine")(jnp.zeros(()))
+  alpha0, _ = D.alpha_sigma(logsnr0)
+  x = D.pixel_values()[jnp.array([0, 100, 255])].reshape(1, 3, 1, 1)
+  assert float(D.decoder_nll(x, alpha0 * x, logsnr0)[0]) < 1e-3
+  # z_0 half a bin off: each pixel's two nearest bins are equally likely (-log 1/2 each)
+  half = 1.0 / 255
+  np.testing.assert_allclose(D.decoder_nll(x[:, 1:2], alpha0 * (x[:, 1:2] + half), logsnr0),
+                             [np.log(2)], rtol=1e-3)
+
+
+def test_the_bound_adds_its_parts_each_from_its_own_function():
+  x = jnp.full((2, 2, 2, 1), 0.2)
+  zero = lambda z, logsnr: jnp.zeros_like(z)
+  b = D.nll_bound(zero, x, jax.random.PRNGKey(1), schedule=_straight(), target_name="eps")
+  np.testing.assert_allclose(b["prior"], D.prior_kl(x, _straight()), rtol=1e-6)
+  np.testing.assert_allclose(b["nll"], b["prior"] + b["diffusion"] + b["decoder"], rtol=1e-6)
+  assert np.all(np.asarray(b["decoder"]) > 0) and np.all(np.asarray(b["diffusion"]) > 0)
+
+
+@pytest.mark.parametrize("target_name", D.TARGETS)
+def test_each_loss_weighting_is_its_closed_form_of_the_eps_error(target_name):
+  """On x = 0 the noise is eps = z / sigma exactly; a network predicting eps_hat = 2 eps
+  (in whichever target) errs by d = eps: the per-pixel eps MSE is the "eps_mse" loss, the
+  v error is d / alpha (v_mse = eps_mse / alpha^2), and "elbo" is -dlogsnr/dt / 2 * ||d||^2
+  (dlogsnr/dt = -8 on the straight schedule)."""
+  x = jnp.zeros((1, 4, 4, 1))
+  seen = []
+
+  def predict(z, logsnr):
+    seen.append(logsnr)
+    alpha, sigma = D.alpha_sigma(logsnr[:, None, None, None])
+    eps_hat = 2.0 * z / sigma
+    x0_hat = (z - sigma * eps_hat) / alpha
+    return D.target(target_name, x0_hat, eps_hat, logsnr)
+
+  def loss(weighting):
+    seen.clear()
+    value, parts = D.diffusion_loss(predict, x, jax.random.PRNGKey(3), schedule=_straight(),
+                                    target_name=target_name, weighting=weighting)
+    return float(value), float(parts["eps_mse"]), float(jax.nn.sigmoid(seen[0][0]))
+
+  eps_loss, eps_mse, _ = loss("eps_mse")
+  np.testing.assert_allclose(eps_loss, eps_mse, rtol=1e-5)
+  v_loss, eps_mse, alpha2 = loss("v_mse")
+  np.testing.assert_allclose(v_loss, eps_mse / alpha2, rtol=1e-3)
+  elbo, eps_mse, _ = loss("elbo")
+  np.testing.assert_allclose(elbo, 0.5 * 8.0 * 16 * eps_mse, rtol=1e-4)
+  assert elbo > 0
+
+
+def _stand_in_network(task, eps_cond, eps_null):
+  """The task's network replaced by one that predicts eps_cond for a class label and
+  eps_null for the null class (diffusion.target = eps): what guidance does is then known."""
+  null = task.config.model.num_classes
+  task.predict = lambda params, z, logsnr, labels, *a, **k: jnp.where(
+      (labels == null)[:, None, None, None], eps_null, eps_cond) * jnp.ones_like(z)
+
+
+def test_guidance_is_one_plus_w_times_the_conditional_minus_w_times_the_unconditional():
+  _, task = _task(**{"model.num_classes": 10, "diffusion.target": "eps"})
+  _stand_in_network(task, eps_cond=1.0, eps_null=0.25)
+  z = jnp.full((2, 28, 28, 1), 0.5)
+  logsnr = jnp.array([1.0, -1.0])
+  for w in (0.0, 2.0):
+    x0, eps = task.denoiser({}, jnp.array([3, 7]), w)(z, logsnr)
+    np.testing.assert_allclose(eps, (1 + w) * 1.0 - w * 0.25, rtol=1e-6)
+    alpha, sigma = D.alpha_sigma(logsnr[:, None, None, None])
+    np.testing.assert_allclose(x0, (z - sigma * eps) / alpha, rtol=1e-5)
+
+
+def test_label_dropout_gives_the_null_class_with_its_probability_and_keeps_the_rest():
+  _, task = _task(**{"model.num_classes": 10, "diffusion.label_dropout": 0.1})
+  labels = jnp.arange(100_000) % 10
+  out = np.asarray(task.drop_labels(jax.random.PRNGKey(0), labels))
+  null = out == 10
+  assert abs(null.mean() - 0.1) < 0.005, null.mean()
+  np.testing.assert_array_equal(out[~null], np.asarray(labels)[~null])
+
+
+def _posterior(z_t, x0, logsnr_t, logsnr_s):
+  """q(z_s | z_t, x0) by Gaussian conditioning of z_s = alpha_s x0 + sigma_s e and
+  z_t = (alpha_t / alpha_s) z_s + sigma_{t|s} e': (mean, variance)."""
+  a_t, s_t = np.sqrt(jax.nn.sigmoid(logsnr_t)), np.sqrt(jax.nn.sigmoid(-logsnr_t))
+  a_s, s_s = np.sqrt(jax.nn.sigmoid(logsnr_s)), np.sqrt(jax.nn.sigmoid(-logsnr_s))
+  cov = (a_t / a_s) * s_s**2  # Cov(z_s, z_t)
+  return a_s * x0 + cov / s_t**2 * (z_t - a_t * x0), s_s**2 - cov**2 / s_t**2
+
+
+@pytest.mark.parametrize("name,eta", [("ddpm", 0.0), ("ddim", 1.0), ("ddim", 0.0), ("ddim", 0.5)])
+def test_one_ancestral_or_ddim_step_has_the_posterior_mean_and_variance(name, eta):
+  """Two steps on the straight schedule (t = 1 -> 1/2 -> 0) with a denoiser that says x0 = c
+  at t = 1 and hands z_{1/2} back (scaled into [-1, 1]) at t = 1/2: the first step's z
+  must be the posterior's draw for DDPM and DDIM with eta = 1; DDIM's mean is
+  alpha_s x0 + sqrt(sigma_s^2 - c^2) eps_hat with c^2 = eta^2 times the posterior's
+  variance (Song et al. 2021, eq. 12)."""
+  schedule, c, z_t, n = _straight(), 0.3, 0.8, 200_000
+
+  def denoise(z, logsnr):
+    x0 = jnp.where(logsnr[:, None] < -3.0, c, 0.1 * z)
+    return x0, jnp.zeros_like(z)  # the samplers use x0 only
+
+  x = samplers.sample(denoise, jnp.full((n, 1), z_t), jax.random.PRNGKey(0), name=name,
+                      steps=2, schedule=schedule, eta=eta)
+  z_s = np.asarray(x)[:, 0] / 0.1
+  mean, var = _posterior(z_t, c, -4.0, 0.0)
+  if name == "ddim":
+    a_t, s_t = np.sqrt(jax.nn.sigmoid(-4.0)), np.sqrt(jax.nn.sigmoid(4.0))
+    eps_hat = (z_t - a_t * c) / s_t
+    mean = np.sqrt(0.5) * c + np.sqrt(0.5 - eta**2 * var) * eps_hat
+    var = eta**2 * var
+  np.testing.assert_allclose(z_s.mean(), mean, atol=4e-3)
+  np.testing.assert_allclose(z_s.var(), var, rtol=0.02, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,steps", [("ddpm", 4), ("ddim", 3), ("heun", 4)])
+def test_the_samplers_call_the_denoiser_on_their_grids(name, steps):
+  """DDPM and DDIM: uniform in t from 1, steps calls; Heun: EDM's rho = 7 grid of sigma =
+  exp(-logsnr / 2) from the schedule's largest to its smallest, a second call at every
+  step but the last (2 steps - 1 calls)."""
+  schedule = D.logsnr_schedule("cosine")
+  seen = []
+
+  def denoise(z, logsnr):
+    jax.debug.callback(lambda l: seen.append(float(np.asarray(l)[0])), logsnr)
+    return jnp.zeros_like(z), z
+  samplers.sample(denoise, jnp.ones((1, 1)), jax.random.PRNGKey(0), name=name, steps=steps,
+                  schedule=schedule)
+  jax.effects_barrier()
+  assert len(seen) == samplers.nfe(name, steps)
+  if name != "heun":
+    np.testing.assert_allclose(seen, schedule(1.0 - jnp.arange(steps) / steps), rtol=1e-5)
+    return
+  s_max, s_min = np.exp(-0.5 * float(schedule(1.0))), np.exp(-0.5 * float(schedule(0.0)))
+  i = np.arange(steps) / (steps - 1)
+  sigmas = (s_max**(1 / 7) + i * (s_min**(1 / 7) - s_max**(1 / 7)))**7
+  want = [sigmas[0]] + [s for s in sigmas[1:] for _ in range(2)]  # Euler at s_i, then s_{i+1}
+  np.testing.assert_allclose(np.exp(-0.5 * np.array(seen)), want, rtol=1e-4)
+
+
+def test_heun_solves_the_probability_flow_ode_of_gaussian_data_to_second_order():
+  """x ~ N(0, s^2): D(x; sigma) = s^2 / (s^2 + sigma^2) x, so dx/dsigma = sigma x / (s^2 +
+  sigma^2) and x(sigma) = x(sigma_max) sqrt((s^2 + sigma^2) / (s^2 + sigma_max^2)). Heun's
+  error falls ~4-5x when the steps double (from 8 to 16: 0.125 to 0.024; Euler's would
+  about halve)."""
+  s = 0.5
+  schedule = _straight(lo=-8.0, hi=8.0)
+
+  def denoise(z, logsnr):
+    alpha, sigma = D.alpha_sigma(logsnr[:, None])
+    x = z / alpha
+    sig2 = jnp.exp(-logsnr[:, None])
+    return s**2 / (s**2 + sig2) * x, z  # x0_hat only is used
+
+  errors = []
+  for steps in (8, 16):
+    sigmas = np.asarray(samplers.edm_sigmas(steps, schedule))
+    # the sampler's last step goes to sigma = 0 (an Euler step: x = D(x; sigma_last)); the
+    # exact D there is s^2 / (s^2 + sigma_last^2) x(sigma_last)
+    x = samplers.sample(denoise, jnp.ones((1, 1)), jax.random.PRNGKey(0), name="heun",
+                        steps=steps, schedule=schedule)
+    exact_last = sigmas[0] * np.sqrt((s**2 + sigmas[-2]**2) / (s**2 + sigmas[0]**2))
+    want = s**2 / (s**2 + sigmas[-2]**2) * exact_last
+    errors.append(abs(float(x[0, 0]) - want))
+  assert errors[1] < 0.05 and 3.0 < errors[0] / errors[1] < 7.0, errors
+
+
+def test_training_draws_one_noise_level_per_image_uniform_in_t():
+  """On the straight schedule t = (4 - logsnr) / 8: uniform on [0, 1] (mean 1/2, variance
+  1/12), one level per image."""
+  seen = []
+  predict = lambda z, logsnr: seen.append(logsnr) or jnp.zeros_like(z)
+  D.diffusion_loss(predict, jnp.zeros((100_000, 1, 1, 1)), jax.random.PRNGKey(4),
+                   schedule=_straight(), target_name="eps", weighting="eps_mse")
+  t = (4.0 - np.asarray(seen[0])) / 8.0
+  assert t.shape == (100_000,) and 0 <= t.min() and t.max() <= 1
+  np.testing.assert_allclose([t.mean(), t.var()], [0.5, 1 / 12], atol=0.003)
+
+
+@pytest.mark.parametrize("name", samplers.SAMPLERS)
+def test_the_samplers_clip_the_denoisers_x0_to_the_data_range(name):
+  """A denoiser that says x0 = 3 everywhere: every sampler's images are 1, the top of the
+  data range (DDPM and DDIM clip each step's x0, Heun its output)."""
+  denoise = lambda z, logsnr: (jnp.full_like(z, 3.0), z)
+  x = samplers.sample(denoise, jnp.zeros((2, 1)), jax.random.PRNGKey(0), name=name, steps=3,
+                      schedule=D.logsnr_schedule("cosine"))
+  np.testing.assert_array_equal(x, 1.0)

@@ -80,14 +80,19 @@ def test_gan_step_metrics_and_ema():
 
 
 @pytest.mark.parametrize("penalty", ["wgan_gp", "dragan", "r1", "r2"])
-def test_penalty_appears_in_metrics(penalty):
+def test_the_penalty_enters_the_critic_loss_with_its_weight(penalty):
+  """With the Wasserstein loss, d_loss = mean D(fake) - mean D(real) + weight * penalty,
+  all of it in the step's metrics (of the last critic update)."""
   c = gan_config()
-  c.gan.penalty, c.gan.n_critic = penalty, 2
+  c.gan.penalty, c.gan.n_critic, c.gan.loss, c.gan.penalty_weight = penalty, 2, "wasserstein", 7.0
   task = tasks.build_task(c)
   state = fast_jit(task.init_state)(jax.random.PRNGKey(0))
-  batch = {"image": jnp.zeros((128, 28, 28, 1)), "label": jnp.zeros((128,), jnp.int32)}
-  _, metrics = fast_jit(task.train_step)(state, batch, jax.random.PRNGKey(2))
-  assert penalty in metrics and np.isfinite(float(metrics[penalty]))
+  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (128, 28, 28, 1), minval=-1, maxval=1),
+           "label": jnp.zeros((128,), jnp.int32)}
+  _, m = jax.device_get(fast_jit(task.train_step)(state, batch, jax.random.PRNGKey(2)))
+  assert penalty in m and float(m[penalty]) > 0
+  np.testing.assert_allclose(m["d_loss"], m["d_fake"] - m["d_real"] + 7.0 * m[penalty], rtol=1e-4,
+                             atol=1e-5)
 
 
 def test_batchnorm_statistics_are_over_the_global_batch():

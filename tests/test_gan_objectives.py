@@ -69,3 +69,31 @@ def test_r1_differs_from_r2_for_a_quadratic_critic():
   key = jax.random.PRNGKey(0)
   np.testing.assert_allclose(G.r1_penalty(d, real, fake, key), 8.0, rtol=1e-6)   # ||2*1||^2 * 2 dims
   np.testing.assert_allclose(G.r2_penalty(d, real, fake, key), 32.0, rtol=1e-6)  # ||2*2||^2 * 2 dims
+
+
+def test_the_wgan_gp_interpolates_lie_between_real_and_fake():
+  """A quadratic critic D(x) = ||x||^2 / 2 has gradient x, so the penalty sees the points
+  themselves: with real = fake = x every interpolate is x ((||x|| - 1)^2 whatever eps is);
+  with real = 0 and fake = u they are eps u, eps ~ U(0, 1): E(eps ||u|| - 1)^2 = 1/3 at ||u|| = 2."""
+  d = lambda x: 0.5 * jnp.sum(x.reshape(x.shape[0], -1)**2, axis=-1)
+  x = jnp.tile(jnp.array([0.0, 3.0, 4.0, 0.0]).reshape(1, 2, 2, 1), (64, 1, 1, 1))  # ||x|| = 5
+  np.testing.assert_allclose(G.wgan_gp_penalty(d, x, x, jax.random.PRNGKey(0)), 16.0, rtol=1e-5)
+  u = jnp.tile(jnp.array([2.0, 0.0, 0.0, 0.0]).reshape(1, 2, 2, 1), (200_000, 1, 1, 1))
+  for real, fake in ((jnp.zeros_like(u), u), (u, jnp.zeros_like(u))):
+    np.testing.assert_allclose(G.wgan_gp_penalty(d, real, fake, jax.random.PRNGKey(1)), 1 / 3,
+                               rtol=0.01)
+
+
+def test_dragan_perturbs_real_data_by_c_times_its_std():
+  """D(x) = ||x||^2 / 2 on real data of one point x0 repeated (std over the batch's
+  values s): the gradient at x0 + c s u, u ~ U(0, 1) per value, has norm
+  ||x0 + c s u||, whose square averages ||x0||^2 + 2 c s E[u] sum(x0) + (c s)^2 E[u^2] d."""
+  d = lambda x: 0.5 * jnp.sum(x.reshape(x.shape[0], -1)**2, axis=-1)
+  x0 = jnp.array([1.0, -1.0, 2.0, 0.0])
+  real = jnp.tile(x0.reshape(1, 4), (100_000, 1))
+  s = float(jnp.std(real))
+  for c in (0.5, 2.0):
+    pen = float(G.dragan_penalty(d, real, real, jax.random.PRNGKey(2), c=c))
+    u = np.random.default_rng(0).uniform(size=(100_000, 4))
+    want = np.mean((np.linalg.norm(np.asarray(x0) + c * s * u, axis=1) - 1.0)**2)
+    np.testing.assert_allclose(pen, want, rtol=0.01)

@@ -88,3 +88,43 @@ def test_reference_features_are_cached_once_and_a_smaller_n_is_served_from_a_lar
   np.testing.assert_array_equal(f20, f50[:20])
   np.testing.assert_array_equal(again, f50)
   assert len(np.unique(f50[:, 1])) > 1
+
+
+def test_the_manifold_radius_is_the_distance_to_the_kth_other_point():
+  x = np.array([[0.0], [1.0], [3.0], [7.0]])
+  np.testing.assert_allclose(Q._knn_radii(x, 1), [1, 1, 2, 4])
+  np.testing.assert_allclose(Q._knn_radii(x, 2), [3, 2, 3, 6])
+
+
+def test_precision_and_recall_count_points_inside_the_other_sets_balls():
+  """Reals at 0, 1, 3, 7 (k = 1 radii 1, 1, 2, 4): fakes at 0.5 (inside), 5 (inside 3's
+  ball of radius 2, on its edge), 12 (outside) give precision 2/3. The fakes' own radii
+  (4.5, 4.5, 7) cover reals 0, 1 and 3 (from 0.5) and 7 (from 5): recall 1."""
+  real = np.array([[0.0], [1.0], [3.0], [7.0]])
+  fake = np.array([[0.5], [5.0], [12.0]])
+  np.testing.assert_allclose(Q.precision_recall(real, fake, k=1), (2 / 3, 1.0))
+  # k = 2 (radii 3, 2, 3, 6): 12 is inside 7's ball (5 from it)
+  np.testing.assert_allclose(Q.precision_recall(real, fake, k=2)[0], 1.0)
+
+
+def test_the_scores_use_the_configured_neighbourhood_and_kid_subsets():
+  import ml_collections
+  from genimg_jax.metrics import scores
+  rng = np.random.default_rng(0)
+  real, fake = rng.normal(size=(60, 3)), rng.normal(0.5, 1.0, size=(60, 3))
+  m = ml_collections.ConfigDict({"kid_subsets": 7, "kid_subset_size": 20, "pr_k": 1})
+  got = scores.compare(real, fake, m)
+  assert (got["precision"], got["recall"]) == Q.precision_recall(real, fake, k=1)
+  assert (got["precision"], got["recall"]) != Q.precision_recall(real, fake, k=3)
+  assert (got["kid"], got["kid_stderr"]) == Q.kernel_inception_distance(real, fake, 7, 20)
+  mu_r, s_r = Q.feature_stats(real)
+  mu_f, s_f = Q.feature_stats(fake)
+  assert got["fd"] == Q.frechet_distance(mu_r, s_r, mu_f, s_f)
+
+
+def test_the_inception_score_is_computed_per_split():
+  """Two halves, each of one class only (p(y|x) one-hot, p(y) one-hot within a half): each
+  split's score is 1, so the mean over 2 splits is 1, where one split over all would give 2."""
+  probs = np.eye(2)[np.repeat([0, 1], 50)]
+  np.testing.assert_allclose(Q.inception_score(probs, splits=2)[0], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(Q.inception_score(probs, splits=1)[0], 2.0, rtol=1e-6)

@@ -103,3 +103,38 @@ def test_gaussian_log_likelihood_closed_form():
 def test_softplus_equals_jax_softplus():
   x = jnp.concatenate([jnp.linspace(-100.0, 100.0, 2001), jnp.array([0.0, -1e-8, 1e-8, 88.7])])
   np.testing.assert_allclose(V.softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-30)
+
+
+def _stand_in_vae(mean, logvar, seen):
+  """A model_apply whose encoder gives fixed (mean, logvar) and whose decoder records z and
+  returns zero logits (p = 1/2 per pixel: -log p(x|z) = D log 2 for binary x)."""
+  def apply(params, inputs, method):
+    if method == "encode":
+      B = inputs.shape[0]
+      return jnp.broadcast_to(mean, (B, mean.shape[-1])), jnp.broadcast_to(logvar, (B, logvar.shape[-1]))
+    seen.append(inputs)
+    return jnp.zeros((inputs.shape[0], 2, 2, 1, 1))  # [B, H, W, C, P]
+  return apply
+
+
+def test_the_beta_elbo_loss_weights_the_kl_by_beta_and_the_elbo_does_not():
+  mean, logvar = jnp.array([1.0, -2.0]), jnp.array([0.5, -1.0])
+  x = jnp.ones((3, 2, 2, 1))
+  kl = float(V.gaussian_kl(mean, logvar))
+  for beta in (1.0, 4.0):
+    loss, parts = V.elbo_loss({}, x, jax.random.PRNGKey(0), model_apply=_stand_in_vae(mean, logvar, []),
+                              likelihood="bernoulli", beta=beta)
+    rec = 4 * np.log(2.0)
+    np.testing.assert_allclose([parts["rec"], parts["kl"]], [rec, kl], rtol=1e-5)
+    np.testing.assert_allclose(loss, rec + beta * kl, rtol=1e-5)
+    np.testing.assert_allclose(parts["elbo"], -(rec + kl), rtol=1e-5)
+
+
+def test_the_reparameterized_z_has_the_encoders_mean_and_variance():
+  mean, logvar = jnp.array([1.0, -2.0]), jnp.array([0.5, -1.0])
+  seen = []
+  V.elbo_terms(_stand_in_vae(mean, logvar, seen), {}, jnp.ones((100_000, 2, 2, 1)),
+               jax.random.PRNGKey(1), "bernoulli")
+  z = np.asarray(seen[0])
+  np.testing.assert_allclose(z.mean(0), mean, atol=0.02)
+  np.testing.assert_allclose(z.var(0), np.exp(logvar), rtol=0.02)

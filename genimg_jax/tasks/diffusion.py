@@ -71,6 +71,12 @@ class DiffusionTask:
   def null_labels(self, n):
     return jnp.full((n,), self.config.model.num_classes, jnp.int32) if self.conditional else None
 
+  def drop_labels(self, rng, labels):
+    """The training labels of classifier-free guidance: each replaced by the null class
+    with probability diffusion.label_dropout."""
+    drop = jax.random.bernoulli(rng, self.config.diffusion.label_dropout, labels.shape)
+    return jnp.where(drop, self.config.model.num_classes, labels)
+
   # --- the interface the loop uses --------------------------------------------------------
   def init_state(self, rng):
     z = jnp.zeros((1, *self.image_shape), jnp.float32)
@@ -84,10 +90,7 @@ class DiffusionTask:
     rng = jax.random.fold_in(rng, state.step)
     k_loss, k_dropout, k_labels = jax.random.split(rng, 3)
     x = batch["image"]
-    labels = None
-    if self.conditional:  # classifier-free guidance: the null class with p = label_dropout
-      drop = jax.random.bernoulli(k_labels, d.label_dropout, batch["label"].shape)
-      labels = jnp.where(drop, self.config.model.num_classes, batch["label"])
+    labels = self.drop_labels(k_labels, batch["label"]) if self.conditional else None
 
     def loss_fn(params):
       predict = lambda z, logsnr: self.predict(params, z, logsnr, labels, True, k_dropout)

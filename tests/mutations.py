@@ -1,0 +1,297 @@
+"""The mutation check: plausible bugs in the mathematics, put in one at a time, each of
+which the tests must catch.
+
+  python tests/mutations.py            # every mutation; ends "caught N / N"
+  python tests/mutations.py --only guidance   # those whose description has "guidance"
+  python tests/mutations.py --list
+
+Each mutation replaces one exact piece of a source file (it must occur there once) and
+runs the test files that guard it (fast unit tests, stopping at the first failure), in a
+copy of the tracked tree beside the project (so that ../shared resolves as it does
+here); the copy is removed at the end. A mutation is caught when a test fails, missed
+when all pass; a copy that does not even import counts as neither (the mutation is
+wrong, not the tests). Not part of CI: it runs the tests once per mutation. A new
+family adds its own mutations here, beside the tests that catch them.
+"""
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+  what: str
+  file: str
+  old: str
+  new: str
+  tests: tuple  # pytest arguments: files, node ids, -k expressions
+
+
+def _m(what, file, old, new, tests):
+  return Mutation(what, file, old, new, tuple(tests))
+
+
+DIFF_OBJ = "genimg_jax/objectives/diffusion.py"
+SAMPLERS = "genimg_jax/samplers.py"
+DIFF_TASK = "genimg_jax/tasks/diffusion.py"
+GAN_OBJ = "genimg_jax/objectives/gan.py"
+GAN_TASK = "genimg_jax/tasks/gan.py"
+VAE_OBJ = "genimg_jax/objectives/vae.py"
+QUALITY = "genimg_jax/metrics/sample_quality.py"
+SCORES = "genimg_jax/metrics/scores.py"
+
+# The diffusion unit tests (not the end-to-end run, not the 1-vs-4-device comparison).
+T_DIFF = ("tests/test_diffusion.py", "-k", "not end_to_end and not devices")
+T_GAN_OBJ = ("tests/test_gan_objectives.py",)
+T_GAN_STEP = ("tests/test_gan.py", "-k", "penalty")
+T_VAE = ("tests/test_vae_objectives.py",)
+T_METRICS = ("tests/test_metrics.py",)
+
+MUTATIONS = [
+    # --- diffusion: schedules, forward process, targets ---------------------------------
+    _m("cosine schedule: log SNR = -log tan (not -2 log tan)", DIFF_OBJ,
+       "-2.0 * jnp.log(jnp.tan(", "-1.0 * jnp.log(jnp.tan(", T_DIFF),
+    _m("linear schedule: the t^2 term without its 1/2", DIFF_OBJ,
+       "0.5 * (_B1 - _B0) * t**2", "(_B1 - _B0) * t**2", T_DIFF),
+    _m("sigma^2 = 1 - alpha (not 1 - alpha^2)", DIFF_OBJ,
+       "jnp.sqrt(jax.nn.sigmoid(-logsnr))", "jnp.sqrt(1.0 - jnp.sqrt(jax.nn.sigmoid(logsnr)))",
+       T_DIFF),
+    _m("forward process: sigma^2 eps (not sigma eps)", DIFF_OBJ,
+       "return alpha * x + sigma * eps", "return alpha * x + sigma**2 * eps", T_DIFF),
+    _m("v target: alpha eps + sigma x", DIFF_OBJ,
+       "return alpha * eps - sigma * x", "return alpha * eps + sigma * x", T_DIFF),
+    _m("eps prediction -> x0 without dividing by alpha", DIFF_OBJ,
+       "return (z - sigma * prediction) / alpha, prediction",
+       "return z - sigma * prediction, prediction", T_DIFF),
+    _m("v prediction -> x0 with the wrong sign", DIFF_OBJ,
+       "return alpha * z - sigma * prediction, sigma * z + alpha * prediction",
+       "return alpha * z + sigma * prediction, sigma * z + alpha * prediction", T_DIFF),
+    # --- diffusion: the training loss ----------------------------------------------------
+    _m("training t ~ U(0, 1/2)", DIFF_OBJ,
+       "t = jax.random.uniform(k_t, x.shape[:1])",
+       "t = jax.random.uniform(k_t, x.shape[:1], maxval=0.5)", T_DIFF),
+    _m("'elbo' weighting with the wrong sign", DIFF_OBJ,
+       "per_image = -0.5 * dlogsnr_dt(schedule, t) * eps_sq",
+       "per_image = 0.5 * dlogsnr_dt(schedule, t) * eps_sq", T_DIFF),
+    _m("'elbo' weighting without its 1/2", DIFF_OBJ,
+       "per_image = -0.5 * dlogsnr_dt(schedule, t) * eps_sq",
+       "per_image = -dlogsnr_dt(schedule, t) * eps_sq", T_DIFF),
+    _m("'v_mse' of a v network against the eps target", DIFF_OBJ,
+       'return prediction - target("v", x, eps, logsnr)',
+       'return prediction - target("eps", x, eps, logsnr)', T_DIFF),
+    _m("'v_mse' of other targets: the true v from x0_hat", DIFF_OBJ,
+       'return target("v", x0_hat, eps_hat, logsnr) - target("v", x, eps, logsnr)',
+       'return target("v", x0_hat, eps_hat, logsnr) - target("v", x0_hat, eps, logsnr)', T_DIFF),
+    # --- diffusion: the bound --------------------------------------------------------------
+    _m("prior KL without its -log sigma_1^2 term", DIFF_OBJ,
+       "sigma1**2 - 1.0 - jnp.log(sigma1**2))", "sigma1**2 - 1.0)", T_DIFF),
+    _m("prior KL with alpha_1 for alpha_1^2", DIFF_OBJ,
+       "alpha1**2 * x**2", "alpha1 * x**2", T_DIFF),
+    _m("diffusion term without its 1/2", DIFF_OBJ,
+       "return 0.5 * (hi - lo) * _sum_pixels", "return (hi - lo) * _sum_pixels", T_DIFF),
+    _m("diffusion term sampled over half the log-SNR range", DIFF_OBJ,
+       "logsnr = lo + u * (hi - lo)", "logsnr = lo + u * (hi - lo) / 2", T_DIFF),
+    _m("decoder std exp(-logsnr) (not exp(-logsnr / 2))", DIFF_OBJ,
+       "scale = jnp.exp(-0.5 * logsnr0)", "scale = jnp.exp(-logsnr0)", T_DIFF),
+    _m("decoder bins: x * 256 (not 255)", DIFF_OBJ,
+       "(x + 1.0) / 2.0 * (num_bins - 1)", "(x + 1.0) / 2.0 * num_bins", T_DIFF),
+    _m("the bound leaves out the decoder", DIFF_OBJ,
+       '"nll": prior + diffusion + decoder}', '"nll": prior + diffusion}', T_DIFF),
+    # --- samplers ------------------------------------------------------------------------
+    _m("DDPM with the forward step's variance (not the posterior's)", SAMPLERS,
+       "var = var_ts * sigma_s**2 / sigma_t**2", "var = var_ts", T_DIFF),
+    _m("DDPM posterior mean: x0 weight over sigma_t (not sigma_t^2)", SAMPLERS,
+       "alpha_s * var_ts / sigma_t**2 * x0", "alpha_s * var_ts / sigma_t * x0", T_DIFF),
+    _m("DDPM posterior mean: z weight without alpha_{t|s}", SAMPLERS,
+       "mean = alpha_ts * sigma_s**2 / sigma_t**2 * z", "mean = sigma_s**2 / sigma_t**2 * z",
+       T_DIFF),
+    _m("DDIM noise c^2 = eta var (not eta^2 var)", SAMPLERS,
+       "c2 = eta**2 * var", "c2 = eta * var", T_DIFF),
+    _m("DDIM direction sigma_s eps_hat whatever eta", SAMPLERS,
+       "jnp.sqrt(jnp.maximum(sigma_s**2 - c2, 0.0)) * eps", "sigma_s * eps", T_DIFF),
+    _m("DDPM/DDIM time grid off by a step", SAMPLERS,
+       "t = 1.0 - i / steps", "t = 1.0 - i / (steps + 1)", T_DIFF),
+    _m("samplers without the x0 clip", SAMPLERS,
+       "x0 = jnp.clip(x0, -1.0, 1.0)", "x0 = x0", T_DIFF),
+    _m("Heun's grid with rho = 3", SAMPLERS, "EDM_RHO = 7.0", "EDM_RHO = 3.0", T_DIFF),
+    _m("Heun starts at the noise, not sigma_max times it", SAMPLERS,
+       "step, sigmas[0] * noise)", "step, noise)", T_DIFF),
+    _m("Heun's correction without its 1/2", SAMPLERS,
+       "(s_next - s_i) * 0.5 * (d + d2)", "(s_next - s_i) * (d + d2)", T_DIFF),
+    _m("Heun's second slope at x (not at the Euler point)", SAMPLERS,
+       "d2 = (x_euler - d_of(x_euler, s_next)) / s_next", "d2 = (x - d_of(x, s_next)) / s_next",
+       T_DIFF),
+    _m("Heun never corrects (Euler)", SAMPLERS,
+       "jax.lax.cond(s_next > 0, correct,", "jax.lax.cond(s_next < 0, correct,", T_DIFF),
+    _m("Heun's NFE counted as 2 steps", SAMPLERS,
+       "return 2 * steps - 1 if", "return 2 * steps if", T_DIFF),
+    # --- classifier-free guidance --------------------------------------------------------
+    _m("guidance: + w eps_uncond", DIFF_TASK,
+       "eps = (1.0 + guidance) * eps_c - guidance * eps_u",
+       "eps = (1.0 + guidance) * eps_c + guidance * eps_u", T_DIFF),
+    _m("guidance: the 1 of (1 + w) dropped", DIFF_TASK,
+       "eps = (1.0 + guidance) * eps_c - guidance * eps_u",
+       "eps = guidance * eps_c - guidance * eps_u", T_DIFF),
+    _m("guidance: conditional and unconditional halves swapped", DIFF_TASK,
+       "jnp.concatenate([labels, self.null_labels(len(labels))])",
+       "jnp.concatenate([self.null_labels(len(labels)), labels])", T_DIFF),
+    _m("guidance: x0 from the conditional eps, not the guided one", DIFF_TASK,
+       "return (z - sigma * eps) / alpha, eps", "return (z - sigma * eps_c) / alpha, eps", T_DIFF),
+    _m("label dropout inverted (the null class 1 - p of the time)", DIFF_TASK,
+       "jnp.where(drop, self.config.model.num_classes, labels)",
+       "jnp.where(drop, labels, self.config.model.num_classes)", T_DIFF),
+    # --- GAN losses and penalties --------------------------------------------------------
+    _m("minimax D loss: softplus(d_real)", GAN_OBJ,
+       "jnp.mean(jax.nn.softplus(-d_real)) + jnp.mean(jax.nn.softplus(d_fake))",
+       "jnp.mean(jax.nn.softplus(d_real)) + jnp.mean(jax.nn.softplus(d_fake))", T_GAN_OBJ),
+    _m("non-saturating G loss: softplus(d_fake)", GAN_OBJ,
+       '"""-log D(G(z))."""\n  return jnp.mean(jax.nn.softplus(-d_fake))',
+       '"""-log D(G(z))."""\n  return jnp.mean(jax.nn.softplus(d_fake))', T_GAN_OBJ),
+    _m("hinge D loss: relu(1 - d_fake)", GAN_OBJ,
+       "jax.nn.relu(1.0 + d_fake)", "jax.nn.relu(1.0 - d_fake)", T_GAN_OBJ),
+    _m("Wasserstein critic loss with the wrong sign", GAN_OBJ,
+       "return jnp.mean(d_fake) - jnp.mean(d_real)", "return jnp.mean(d_real) - jnp.mean(d_fake)",
+       T_GAN_OBJ),
+    _m("Wasserstein G with the non-saturating loss", GAN_OBJ,
+       '"wasserstein": (wasserstein_d_loss, hinge_g_loss)',
+       '"wasserstein": (wasserstein_d_loss, non_saturating_g_loss)', T_GAN_OBJ),
+    _m("least squares D: fakes pushed to -1", GAN_OBJ,
+       "0.5 * jnp.mean(d_fake**2)", "0.5 * jnp.mean((d_fake + 1.0)**2)", T_GAN_OBJ),
+    _m("WGAN-GP interpolate eps real + eps fake", GAN_OBJ,
+       "x_hat = eps * real + (1.0 - eps) * fake", "x_hat = eps * real + eps * fake", T_GAN_OBJ),
+    _m("WGAN-GP: one eps for the whole batch", GAN_OBJ,
+       "eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1))",
+       "eps = jax.random.uniform(rng, (1,) * real.ndim)", T_GAN_OBJ),
+    _m("DRAGAN perturbation without the data's std", GAN_OBJ,
+       "x_hat = real + c * jnp.std(real) * u", "x_hat = real + c * u", T_GAN_OBJ),
+    _m("R1 on the fakes", GAN_OBJ,
+       "return jnp.mean(_grad_sq_norm(d_fn, real))", "return jnp.mean(_grad_sq_norm(d_fn, fake))",
+       T_GAN_OBJ),
+    _m("gradient norm as an L1 norm", GAN_OBJ,
+       "jnp.sum(grads.reshape(grads.shape[0], -1)**2, axis=-1)",
+       "jnp.sum(jnp.abs(grads.reshape(grads.shape[0], -1)), axis=-1)", T_GAN_OBJ),
+    _m("the GAN task drops the penalty weight", GAN_TASK,
+       "loss = loss + g.penalty_weight * pen", "loss = loss + pen", T_GAN_STEP),
+    # --- VAE objectives ------------------------------------------------------------------
+    _m("Gaussian KL without -log var", VAE_OBJ,
+       "jnp.exp(logvar) + mean**2 - 1.0 - logvar", "jnp.exp(logvar) + mean**2 - 1.0", T_VAE),
+    _m("reparameterization with exp(logvar) as the std", VAE_OBJ,
+       "z = mean + jnp.exp(0.5 * logvar) * jax.random.normal", "z = mean + jnp.exp(logvar) * jax.random.normal",
+       T_VAE),
+    _m("beta-ELBO: beta on the reconstruction", VAE_OBJ,
+       "loss = jnp.mean(rec + beta * kl)", "loss = jnp.mean(beta * rec + kl)", T_VAE),
+    _m("Bernoulli log-likelihood: + softplus(logits)", VAE_OBJ,
+       "x * logits - softplus(logits)", "x * logits + softplus(-logits)", T_VAE),
+    _m("Gaussian log-likelihood: log sigma (not 2 log sigma)", VAE_OBJ,
+       "LOG_2PI + 2 * log_scale + ((x - mean)", "LOG_2PI + log_scale + ((x - mean)", T_VAE),
+    _m("IWAE bound without -log k", VAE_OBJ,
+       "return m + jnp.log(s) - jnp.log(k)", "return m + jnp.log(s)", T_VAE),
+    # --- sample metrics ------------------------------------------------------------------
+    _m("FD: - Tr sqrt(S1 S2) (not - 2 Tr)", QUALITY,
+       "- 2.0 * np.trace(covmean)", "- np.trace(covmean)", T_METRICS),
+    _m("KID: a quadratic kernel", QUALITY,
+       "kxy = (x @ y.T / d + 1.0)**3", "kxy = (x @ y.T / d + 1.0)**2", T_METRICS),
+    _m("KID: the biased MMD (diagonal kept)", QUALITY,
+       "(kxx.sum() - np.trace(kxx)) / (m * (m - 1))", "kxx.sum() / (m * m)", T_METRICS),
+    _m("k-NN radius: the (k-1)-th neighbour", QUALITY,
+       "np.partition(d, k, axis=1)[:, k]", "np.partition(d, k - 1, axis=1)[:, k - 1]", T_METRICS),
+    _m("manifold balls open (< radius)", QUALITY,
+       "(d <= ref_radii[None, :])", "(d < ref_radii[None, :])", T_METRICS),
+    _m("precision and recall swapped", QUALITY,
+       "precision = _coverage(fake, real, _knn_radii(real, k))",
+       "precision = _coverage(real, fake, _knn_radii(fake, k))", T_METRICS),
+    _m("Inception Score over one split whatever splits says", QUALITY,
+       "for part in np.array_split(p, splits):", "for part in [p]:", T_METRICS),
+    _m("the scores ignore metrics.pr_k", SCORES,
+       "precision_recall(real_feats, fake_feats, m.pr_k)",
+       "precision_recall(real_feats, fake_feats)", T_METRICS),
+    _m("the scores ignore metrics.kid_subsets", SCORES,
+       "kernel_inception_distance(real_feats, fake_feats, m.kid_subsets,",
+       "kernel_inception_distance(real_feats, fake_feats, 100,", T_METRICS),
+]
+
+
+def check_applies(mutation, root=ROOT):
+  """The mutated text of mutation.file; raises ValueError unless `old` occurs exactly once."""
+  with open(os.path.join(root, mutation.file)) as f:
+    text = f.read()
+  if text.count(mutation.old) != 1:
+    raise ValueError(f"Mutation {mutation.what!r}: {mutation.old!r} occurs "
+                     f"{text.count(mutation.old)} times in {mutation.file} (must be once); "
+                     "update the mutation with the code.")
+  return text.replace(mutation.old, mutation.new)
+
+
+def _copy_tree(dst):
+  listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.splitlines()
+  for rel in listed:
+    src = os.path.join(ROOT, rel)
+    if os.path.isfile(src):
+      os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+      shutil.copy2(src, os.path.join(dst, rel))
+
+
+def run_one(mutation, tree, timeout):
+  """'caught', 'missed' or 'broken' (the mutated copy did not run its tests)."""
+  mutated = check_applies(mutation, tree)
+  path = os.path.join(tree, mutation.file)
+  with open(path) as f:
+    original = f.read()
+  with open(path, "w") as f:
+    f.write(mutated)
+  env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # no stale bytecode of the original
+  try:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                           *mutation.tests], cwd=tree, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    return {0: "missed", 1: "caught"}.get(proc.returncode, "broken"), proc.stdout[-2000:]
+  except subprocess.TimeoutExpired:
+    return "broken", f"timed out after {timeout} s"
+  finally:
+    with open(path, "w") as f:
+      f.write(original)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--only", default="", help="mutations whose description contains this")
+  parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+  parser.add_argument("--timeout", type=int, default=900, help="seconds per mutation")
+  args = parser.parse_args()
+  chosen = [m for m in MUTATIONS if args.only.lower() in m.what.lower()]
+  for m in chosen:
+    check_applies(m)
+  if args.list:
+    for m in chosen:
+      print(f"{m.file}: {m.what}")
+    return 0
+  tree = tempfile.mkdtemp(prefix=".mutations-", dir=os.path.dirname(ROOT))
+  counts = {"caught": 0, "missed": 0, "broken": 0}
+  start = time.time()
+  try:
+    _copy_tree(tree)
+    for i, m in enumerate(chosen, 1):
+      t0 = time.time()
+      verdict, out = run_one(m, tree, args.timeout)
+      counts[verdict] += 1
+      print(f"[{i}/{len(chosen)}] {verdict:6s} {time.time() - t0:5.0f} s  {m.file}: {m.what}",
+            flush=True)
+      if verdict != "caught":
+        print("    " + "\n    ".join(out.strip().splitlines()[-5:]), flush=True)
+  finally:
+    shutil.rmtree(tree, ignore_errors=True)
+  print(f"caught {counts['caught']} / {len(chosen)} mutations (missed {counts['missed']}, "
+        f"broken {counts['broken']}) in {(time.time() - start) / 60:.1f} min")
+  return 0 if counts["caught"] == len(chosen) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
