@@ -51,6 +51,7 @@ class Writer:
     if not self.active:
       return
     self._remote = files.is_remote(self.workdir)
+    self._warned = False  # a failed copy to the workdir was warned about (once per outage)
     tb = self.workdir / "tensorboard"
     self._local_tb = tempfile.mkdtemp(prefix="genimg_jax_tb_") if self._remote else str(tb)
     self._tb = tf.summary.create_file_writer(self._local_tb)
@@ -73,7 +74,7 @@ class Writer:
     except Exception as e:  # noqa: BLE001
       if not files.is_transient(e):
         raise
-      if not getattr(self, "_warned", False):
+      if not self._warned:
         logging.warning("Could not copy %s to the workdir (%s); the next flush tries again.",
                         path.name, files.brief(e))
       self._warned = True
