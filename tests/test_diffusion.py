@@ -255,6 +255,18 @@ def test_the_decoder_nll_of_a_noiseless_z0_at_the_bin_centres_is_nearly_zero_and
                              [np.log(2)], rtol=1e-3)
 
 
+def test_the_decoders_std_is_sigma_0_over_alpha_0():
+  # The decoder's logits are Gaussian log densities of z_0 / alpha_0 with std
+  # sigma_0 / alpha_0 = exp(-logsnr_0 / 2). At a log-SNR where that std is one bin width
+  # (2/255), z_0 / alpha_0 on bin k: log p(k) - log p(k +- 1) = 1/2 and
+  # log p(k) - log p(k +- 2) = 2 exactly, whatever the other bins hold.
+  logsnr0 = jnp.float32(2 * np.log(255 / 2))
+  alpha0, _ = D.alpha_sigma(logsnr0)
+  logp = D.decoder_log_probs(alpha0 * D.pixel_values()[100], logsnr0)
+  np.testing.assert_allclose(logp[100] - logp[jnp.array([99, 101, 98, 102])], [0.5, 0.5, 2, 2],
+                             rtol=1e-3)
+
+
 def test_the_bound_adds_its_parts_each_from_its_own_function():
   x = jnp.full((2, 2, 2, 1), 0.2)
   zero = lambda z, logsnr: jnp.zeros_like(z)

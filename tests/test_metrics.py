@@ -105,6 +105,9 @@ def test_precision_and_recall_count_points_inside_the_other_sets_balls():
   np.testing.assert_allclose(Q.precision_recall(real, fake, k=1), (2 / 3, 1.0))
   # k = 2 (radii 3, 2, 3, 6): 12 is inside 7's ball (5 from it)
   np.testing.assert_allclose(Q.precision_recall(real, fake, k=2)[0], 1.0)
+  # The balls are closed (Kynkaenniemi et al. 2019: distance <= radius): reals 0, 1, 3
+  # (radii 1, 1, 2); fakes at 5, on the edge of 3's ball only (exact in floats), and 20
+  assert Q.precision_recall(real[:3], np.array([[5.0], [20.0]]), k=1)[0] == 0.5
 
 
 def test_the_scores_use_the_configured_neighbourhood_and_kid_subsets():
