@@ -164,7 +164,7 @@ def diffusion_config():
   c = base_config()
   c.task = "diffusion"
   c.data.preprocess = "symmetric"    # 8-bit images as k / 255 * 2 - 1
-  c.model.name = "unet"
+  c.model.name = "unet"              # models/denoisers.py: unet
   c.model.channels = 32              # of the first resolution
   c.model.channel_mults = (1, 2, 2)  # per resolution: 28, 14, 7
   c.model.num_res_blocks = 1         # per resolution

@@ -177,6 +177,14 @@ def test_bad_gan_input_rejected_before_compute(field, value, message, tmp_path):
     train.run(c, str(tmp_path))
 
 
+def test_an_unknown_diffusion_backbone_is_refused_before_compute(tmp_path):
+  c = _config("ddpm_mnist")
+  c.model.name = "dit"  # not registered in models/denoisers.py: an error, not the U-Net
+  with pytest.raises(ValueError, match="Unknown model 'dit' for the diffusion task"):
+    train.run(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
 def test_workdir_of_another_experiment_is_refused(tmp_path):
   c = _config("vae_mnist")
   c.train.steps = 4

@@ -1,10 +1,11 @@
 """The DDPM / ADM U-Net (Ho et al. 2020; Dhariwal & Nichol 2021), plain Flax linen.
 
-UNet(z_BHWC, logsnr_B, y_B) -> the prediction (eps, x0 or v) [B, H, W, C].
+UNet(z_BHWC, noise_B, y_B) -> the prediction (eps, x0 or v) [B, H, W, C].
 
-* The noise level enters as a sinusoidal embedding of logsnr (VDM: the network sees the
-  log-SNR, so discrete and continuous time share it), through a 2-layer MLP (SiLU) of
-  4 x channels, added inside every residual block.
+* The noise level enters as a sinusoidal embedding of noise_B, the parameterization's
+  noise conditioning (objectives.diffusion.noise_conditioning: the log-SNR mapped onto
+  DDPM's time steps [0, 1000], so discrete and continuous time share it), through a
+  2-layer MLP (SiLU) of 4 x channels, added inside every residual block.
 * Residual blocks: GroupNorm, SiLU, 3x3 conv, + the embedding, GroupNorm, SiLU, dropout,
   3x3 conv; a 1x1 conv on the skip when the channels change.
 * `channel_mults` per resolution (the first at the input's), `num_res_blocks` blocks per
@@ -26,18 +27,14 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from genimg_jax.objectives.diffusion import LOGSNR_MAX, LOGSNR_MIN
-
 ModuleDef = Any
 
 
-def timestep_embedding(logsnr_B, dim, max_period=10_000.0):
-  """Sinusoidal embedding [B, dim] of the log-SNR, mapped linearly from [LOGSNR_MAX,
-  LOGSNR_MIN] onto DDPM's time steps [0, 1000] (whose embedding this then is)."""
+def timestep_embedding(noise_B, dim, max_period=10_000.0):
+  """Sinusoidal embedding [B, dim] of the noise conditioning (DDPM's on its time steps)."""
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
-  steps = (LOGSNR_MAX - logsnr_B) * (1000.0 / (LOGSNR_MAX - LOGSNR_MIN))
-  args = steps[:, None] * freqs[None]
+  args = noise_B[:, None] * freqs[None]
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
@@ -85,9 +82,9 @@ class UNet(nn.Module):
   conv: ModuleDef = nn.Conv
 
   @nn.compact
-  def __call__(self, z_BHWC, logsnr_B, y_B=None, train=False):
+  def __call__(self, z_BHWC, noise_B, y_B=None, train=False):
     ch = self.channels
-    emb = timestep_embedding(logsnr_B, ch)
+    emb = timestep_embedding(noise_B, ch)
     emb = nn.Dense(4 * ch)(nn.silu(nn.Dense(4 * ch)(emb)))
     if self.num_classes:
       emb = emb + nn.Embed(self.num_classes + 1, 4 * ch)(y_B)  # + the null class

@@ -57,6 +57,13 @@ def alpha_sigma(logsnr):
   return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
 
+def noise_conditioning(logsnr):
+  """What the network is given of the noise level (its c_noise): the log-SNR mapped
+  linearly from [LOGSNR_MAX, LOGSNR_MIN] onto DDPM's time steps [0, 1000], the range
+  of the sinusoidal time embeddings the denoisers use."""
+  return (LOGSNR_MAX - logsnr) * (1000.0 / (LOGSNR_MAX - LOGSNR_MIN))
+
+
 def _expand(v, x):
   """A per-example value [B] broadcast against x [B, ...]."""
   return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))

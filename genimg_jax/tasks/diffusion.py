@@ -1,4 +1,5 @@
-"""The diffusion task: a denoising U-Net trained in the one loop, sampled by DDPM, DDIM or Heun.
+"""The diffusion task: a denoising network (models/denoisers.py, by model.name) trained in
+the one loop, sampled by DDPM, DDIM or Heun.
 
 Training (objectives/diffusion.py): one noise level per image, t ~ U(0, 1), the loss of
 diffusion.loss_weighting on the prediction of diffusion.target; an EMA of the weights
@@ -26,8 +27,7 @@ import numpy as np
 import optax
 
 from genimg_jax import data, images, optim, parallel, samplers, state as state_lib, xla
-from genimg_jax.models import layers
-from genimg_jax.models.unet import UNet
+from genimg_jax.models import denoisers
 from genimg_jax.objectives import diffusion as diff
 from genimg_jax.tasks import sample_metrics
 
@@ -56,9 +56,7 @@ class DiffusionTask:
     sample_metrics.check(config)
     self.image_shape = data.image_shape(config)
     self.conditional = m.num_classes > 0
-    self.model = UNet(self.image_shape[-1], m.channels, tuple(m.channel_mults),
-                      m.num_res_blocks, tuple(m.attention_resolutions), m.dropout,
-                      m.num_classes, m.norm_groups, layers.conv_modules(m.conv_impl)["conv"])
+    self.model = denoisers.build_denoiser(m, self.image_shape)
     self.tx = optim.build_optimizer(config.optim, config.train.steps)
     self._samplers = {}  # (sampler, steps, eta) -> jitted sample function
     self._bound = xla.jit(self.bound_step)
@@ -66,7 +64,8 @@ class DiffusionTask:
   # --- the network ----------------------------------------------------------------------
   def predict(self, params, z, logsnr, labels, train=False, rng=None):
     rngs = {"dropout": rng} if train else {}
-    return self.model.apply({"params": params}, z, logsnr, labels, train=train, rngs=rngs)
+    return self.model.apply({"params": params}, z, diff.noise_conditioning(logsnr), labels,
+                            train=train, rngs=rngs)
 
   def null_labels(self, n):
     return jnp.full((n,), self.config.model.num_classes, jnp.int32) if self.conditional else None

@@ -1,0 +1,23 @@
+"""The diffusion task's networks, built by model.name: the one place a backbone is registered.
+
+A denoiser is a Flax module called as `model(z_BHWC, noise_B, y_B, train=...)`: the noisy
+image, the parameterization's noise conditioning (objectives.diffusion.noise_conditioning
+of the log-SNR: the network never sees the objective's constants), the class labels
+(None when unconditional; index model.num_classes is the null class of guidance), and
+it returns a prediction of the image's shape. A new backbone is a module in models/ and
+one entry in `build_denoiser`.
+"""
+from genimg_jax.models import layers
+from genimg_jax.models.unet import UNet
+
+DENOISERS = ("unet",)
+
+
+def build_denoiser(model_config, image_shape):
+  """The denoising network named by model_config.name, for images of image_shape (HWC)."""
+  m = model_config
+  if m.name == "unet":
+    return UNet(image_shape[-1], m.channels, tuple(m.channel_mults), m.num_res_blocks,
+                tuple(m.attention_resolutions), m.dropout, m.num_classes, m.norm_groups,
+                layers.conv_modules(m.conv_impl)["conv"])
+  raise ValueError(f"Unknown model {m.name!r} for the diffusion task; allowed: {DENOISERS}")
