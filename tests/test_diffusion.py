@@ -17,6 +17,15 @@ def test_schedules_are_decreasing_log_snrs_with_their_endpoints(name):
   assert np.all(np.diff(np.asarray(logsnr)) <= 0) and np.all(np.isfinite(logsnr))
   if name == "cosine":
     np.testing.assert_allclose([f(0.0), f(1.0)], [D.LOGSNR_MAX, D.LOGSNR_MIN], atol=1e-4)
+  elif name == "flow":  # z / (alpha + sigma) = (1 - t) x + t eps inside the range
+    for t in (0.1, 0.5, 0.8):
+      alpha, sigma = D.alpha_sigma(f(jnp.float32(t)))
+      np.testing.assert_allclose(sigma / (alpha + sigma), t, rtol=1e-5)
+    np.testing.assert_allclose([f(0.0), f(1.0)], [D.LOGSNR_MAX, D.LOGSNR_MIN])
+  elif name == "edm":  # sigma / alpha from 0.002 to 80 on EDM's rho = 7 interpolation
+    s = lambda t: float(jnp.exp(-0.5 * f(jnp.float32(t))))
+    np.testing.assert_allclose([s(0.0), s(1.0)], [0.002, 80.0], rtol=1e-5)
+    np.testing.assert_allclose(s(0.5), ((0.002**(1 / 7) + 80**(1 / 7)) / 2)**7, rtol=1e-5)
   else:  # the VP SDE of DDPM's betas: alpha_bar(t = i / 1000) ~ prod_{j <= i} (1 - beta_j)
     betas = np.linspace(1e-4, 0.02, 1000)
     alpha_bar = np.cumprod(1 - betas)
@@ -43,7 +52,8 @@ def test_targets_convert_back_to_x0_and_eps(name):
   eps = jax.random.normal(k2, x.shape)
   logsnr = jax.random.uniform(k3, (5,), minval=-8, maxval=8)
   z = D.diffuse(x, logsnr, eps)
-  x0, e = D.to_x0_eps(name, D.target(name, x, eps, logsnr), z, logsnr)
+  f = D.formulation(name)
+  x0, e = f.to_x0_eps(f.target(x, eps, logsnr), z, logsnr)
   np.testing.assert_allclose(x0, x, atol=2e-3)
   np.testing.assert_allclose(e, eps, atol=2e-3)
 
@@ -77,7 +87,7 @@ def test_the_bound_with_the_optimal_denoiser_is_tight_on_gaussian_data():
   x = m + s * jax.random.normal(kx, (n, 1, 1, 1))
   diffusion = D.diffusion_term(optimal_eps, x, jax.random.uniform(ku, (n,)),
                                jax.random.normal(ke, x.shape), schedule=schedule,
-                               target_name="eps")
+                               formulation=D.formulation("eps"))
   logsnr0 = schedule(jnp.zeros(()))
   alpha0, sigma0 = D.alpha_sigma(logsnr0)
   z0 = alpha0 * x + sigma0 * jax.random.normal(k0, x.shape)
@@ -235,12 +245,13 @@ def test_the_diffusion_term_is_half_the_log_snr_range_times_the_squared_error():
   eps = jax.random.normal(jax.random.PRNGKey(0), x.shape)
   zero = lambda z, logsnr: jnp.zeros_like(z)
   got = D.diffusion_term(zero, x, jnp.array([0.1, 0.5, 0.9]), eps, schedule=_straight(),
-                         target_name="eps")
+                         formulation=D.formulation("eps"))
   np.testing.assert_allclose(got, 0.5 * 8.0 * np.sum(np.asarray(eps)**2, axis=(1, 2, 3)), rtol=1e-5)
   # the log-SNR it is sampled at runs from logsnr(1) (u = 0) to logsnr(0) (u = 1)
   seen = []
   record = lambda z, logsnr: seen.append(np.asarray(logsnr)) or jnp.zeros_like(z)
-  D.diffusion_term(record, x, jnp.array([0.0, 0.25, 1.0]), eps, schedule=_straight(), target_name="eps")
+  D.diffusion_term(record, x, jnp.array([0.0, 0.25, 1.0]), eps, schedule=_straight(),
+                   formulation=D.formulation("eps"))
   np.testing.assert_allclose(seen[0], [-4.0, -2.0, 4.0], atol=1e-6)
 
 
@@ -270,7 +281,8 @@ def test_the_decoders_std_is_sigma_0_over_alpha_0():
 def test_the_bound_adds_its_parts_each_from_its_own_function():
   x = jnp.full((2, 2, 2, 1), 0.2)
   zero = lambda z, logsnr: jnp.zeros_like(z)
-  b = D.nll_bound(zero, x, jax.random.PRNGKey(1), schedule=_straight(), target_name="eps")
+  b = D.nll_bound(zero, x, jax.random.PRNGKey(1), schedule=_straight(),
+                  formulation=D.formulation("eps"))
   np.testing.assert_allclose(b["prior"], D.prior_kl(x, _straight()), rtol=1e-6)
   np.testing.assert_allclose(b["nll"], b["prior"] + b["diffusion"] + b["decoder"], rtol=1e-6)
   assert np.all(np.asarray(b["decoder"]) > 0) and np.all(np.asarray(b["diffusion"]) > 0)
@@ -284,18 +296,20 @@ def test_each_loss_weighting_is_its_closed_form_of_the_eps_error(target_name):
   (dlogsnr/dt = -8 on the straight schedule)."""
   x = jnp.zeros((1, 4, 4, 1))
   seen = []
+  f = D.formulation(target_name)
 
   def predict(z, logsnr):
     seen.append(logsnr)
     alpha, sigma = D.alpha_sigma(logsnr[:, None, None, None])
     eps_hat = 2.0 * z / sigma
     x0_hat = (z - sigma * eps_hat) / alpha
-    return D.target(target_name, x0_hat, eps_hat, logsnr)
+    return f.target(x0_hat, eps_hat, logsnr)
 
   def loss(weighting):
     seen.clear()
-    value, parts = D.diffusion_loss(predict, x, jax.random.PRNGKey(3), schedule=_straight(),
-                                    target_name=target_name, weighting=weighting)
+    value, parts = D.diffusion_loss(predict, x, jax.random.PRNGKey(3),
+                                    levels=D.noise_levels("uniform_t", _straight()),
+                                    formulation=f, weighting=weighting)
     return float(value), float(parts["eps_mse"]), float(jax.nn.sigmoid(seen[0][0]))
 
   eps_loss, eps_mse, _ = loss("eps_mse")
@@ -307,24 +321,29 @@ def test_each_loss_weighting_is_its_closed_form_of_the_eps_error(target_name):
   assert elbo > 0
 
 
-def _stand_in_network(task, eps_cond, eps_null):
-  """The task's network replaced by one that predicts eps_cond for a class label and
-  eps_null for the null class (diffusion.target = eps): what guidance does is then known."""
+def _stand_in_network(task, out_cond, out_null):
+  """The task's network replaced by one that outputs out_cond for a class label and
+  out_null for the null class: what guidance does is then known."""
   null = task.config.model.num_classes
   task.predict = lambda params, z, logsnr, labels, *a, **k: jnp.where(
-      (labels == null)[:, None, None, None], eps_null, eps_cond) * jnp.ones_like(z)
+      (labels == null)[:, None, None, None], out_null, out_cond) * jnp.ones_like(z)
 
 
-def test_guidance_is_one_plus_w_times_the_conditional_minus_w_times_the_unconditional():
-  _, task = _task(**{"model.num_classes": 10, "diffusion.target": "eps"})
-  _stand_in_network(task, eps_cond=1.0, eps_null=0.25)
+@pytest.mark.parametrize("target", D.TARGETS)
+def test_guidance_is_one_plus_w_times_the_conditional_minus_w_times_the_unconditional(target):
+  """On the eps of the formulation's output map, for every formulation."""
+  _, task = _task(**{"model.num_classes": 10, "diffusion.target": target})
+  _stand_in_network(task, out_cond=1.0, out_null=0.25)
   z = jnp.full((2, 28, 28, 1), 0.5)
   logsnr = jnp.array([1.0, -1.0])
+  eps_of = lambda out: task.formulation.to_x0_eps(jnp.full_like(z, out), z, logsnr)[1]
   for w in (0.0, 2.0):
     x0, eps = task.denoiser({}, jnp.array([3, 7]), w)(z, logsnr)
-    np.testing.assert_allclose(eps, (1 + w) * 1.0 - w * 0.25, rtol=1e-6)
+    np.testing.assert_allclose(eps, (1 + w) * eps_of(1.0) - w * eps_of(0.25), rtol=1e-5)
     alpha, sigma = D.alpha_sigma(logsnr[:, None, None, None])
     np.testing.assert_allclose(x0, (z - sigma * eps) / alpha, rtol=1e-5)
+    if target == "eps":
+      np.testing.assert_allclose(eps, (1 + w) * 1.0 - w * 0.25, rtol=1e-6)
 
 
 def test_label_dropout_gives_the_null_class_with_its_probability_and_keeps_the_rest():
@@ -429,7 +448,8 @@ def test_training_draws_one_noise_level_per_image_uniform_in_t():
   seen = []
   predict = lambda z, logsnr: seen.append(logsnr) or jnp.zeros_like(z)
   D.diffusion_loss(predict, jnp.zeros((100_000, 1, 1, 1)), jax.random.PRNGKey(4),
-                   schedule=_straight(), target_name="eps", weighting="eps_mse")
+                   levels=D.noise_levels("uniform_t", _straight()),
+                   formulation=D.formulation("eps"), weighting="eps_mse")
   t = (4.0 - np.asarray(seen[0])) / 8.0
   assert t.shape == (100_000,) and 0 <= t.min() and t.max() <= 1
   np.testing.assert_allclose([t.mean(), t.var()], [0.5, 1 / 12], atol=0.003)
@@ -443,3 +463,144 @@ def test_the_samplers_clip_the_denoisers_x0_to_the_data_range(name):
   x = samplers.sample(denoise, jnp.zeros((2, 1)), jax.random.PRNGKey(0), name=name, steps=3,
                       schedule=D.logsnr_schedule("cosine"))
   np.testing.assert_array_equal(x, 1.0)
+
+
+# --- the formulations (flow matching, EDM) and the ODE samplers in their variables ---------
+def _gaussian_x0(s):
+  """The optimal denoiser's x0 for data x ~ N(0, s^2) per pixel, at the VP z."""
+  def x0(z, logsnr):
+    alpha, sigma = D.alpha_sigma(D._expand(logsnr, z))
+    return alpha * s**2 * z / (alpha**2 * s**2 + sigma**2)
+  return x0
+
+
+def _optimal_output(f, s):
+  """The network output F of formulation f that makes the optimal Gaussian denoiser."""
+  x0_of = _gaussian_x0(s)
+
+  def predict(z, logsnr):
+    alpha, sigma = D.alpha_sigma(D._expand(logsnr, z))
+    x0 = x0_of(z, logsnr)
+    return f.target(x0, (z - alpha * x0) / sigma, logsnr)
+  return predict
+
+
+@pytest.mark.parametrize("name", D.TARGETS)
+def test_the_optimal_denoiser_minimizes_every_formulations_loss(name):
+  """x ~ N(0, s^2): E[x | z] is the optimal denoiser, so its F is the minimum of the
+  formulation's own loss (target_mse) and of the eps loss: scaling F by 1 +- 5% or
+  shifting it raises both (s is not EDM's sigma_data, where the optimal F is 0)."""
+  f, s = D.formulation(name), 0.4
+  x = s * jax.random.normal(jax.random.PRNGKey(0), (50_000, 1, 1, 1))
+  levels = D.noise_levels("log_normal", None, -1.0, 1.5)
+  best = _optimal_output(f, s)
+  for weighting in ("target_mse", "eps_mse"):
+    loss = lambda predict: float(D.diffusion_loss(predict, x, jax.random.PRNGKey(1), levels=levels,
+                                                  formulation=f, weighting=weighting)[0])
+    at_best = loss(best)
+    for scale, shift in ((1.05, 0.0), (0.95, 0.0), (1.0, 0.05)):
+      assert loss(lambda z, l: scale * best(z, l) + shift) > at_best, (weighting, scale, shift)
+
+
+@pytest.mark.parametrize("name", ["flow", "edm"])
+@pytest.mark.parametrize("sampler,steps", [("euler", 200), ("heun", 40), ("ddim", 200)])
+def test_each_formulations_samplers_reach_the_data_std_with_the_optimal_denoiser(name, sampler,
+                                                                                 steps):
+  """The optimal Gaussian denoiser through the formulation's output map, sampled in its
+  own ODE variables (flow: t, uniform grid; EDM: sigma, rho = 7): samples of std s."""
+  f, s = D.formulation(name), 0.3
+  predict = _optimal_output(f, s)
+  denoise = lambda z, logsnr: f.to_x0_eps(predict(z, logsnr), z, logsnr)
+  noise = jax.random.normal(jax.random.PRNGKey(0), (20_000, 1))
+  schedule = D.logsnr_schedule("flow" if name == "flow" else "edm")
+  x = samplers.sample(denoise, noise, jax.random.PRNGKey(1), name=sampler, steps=steps,
+                      schedule=schedule, ode=f.ode, rho=1.0 if name == "flow" else 7.0)
+  assert abs(float(jnp.std(x)) / s - 1) < 0.03 and abs(float(jnp.mean(x))) < 0.01
+
+
+@pytest.mark.parametrize("ode", samplers.ODES)
+def test_heun_with_churn_keeps_the_data_std_and_draws_noise(ode):
+  """EDM's stochastic sampler: with churn the optimal denoiser still gives std s, the
+  samples depend on the rng, and churn = 0 is the deterministic sampler."""
+  s = 0.3
+  f = D.formulation("edm" if ode == "sigma" else "flow")
+  predict = _optimal_output(f, s)
+  denoise = lambda z, logsnr: f.to_x0_eps(predict(z, logsnr), z, logsnr)
+  noise = jax.random.normal(jax.random.PRNGKey(0), (20_000, 1))
+  run = lambda churn, seed: samplers.sample(
+      denoise, noise, jax.random.PRNGKey(seed), name="heun", steps=40,
+      schedule=D.logsnr_schedule("edm" if ode == "sigma" else "flow"), ode=ode, churn=churn)
+  a, b = run(10.0, 1), run(10.0, 2)
+  assert abs(float(jnp.std(a)) / s - 1) < 0.03
+  assert not np.array_equal(a, b)
+  np.testing.assert_array_equal(run(0.0, 1), run(0.0, 2))
+
+
+def test_edm_preconditioning_gives_unit_variance_inputs_and_targets():
+  """Data of std sigma_data: c_in makes the network's input, and c_skip / c_out its
+  target, unit-variance at every noise level (Karras et al. 2022, Appendix B.6); c_noise
+  is ln(sigma) / 4."""
+  sd = 0.5
+  f = D.formulation("edm", sigma_data=sd)
+  kx, ke = jax.random.split(jax.random.PRNGKey(0))
+  x = sd * jax.random.normal(kx, (200_000, 1))
+  eps = jax.random.normal(ke, x.shape)
+  for sigma in (0.01, 0.5, 5.0, 50.0):
+    logsnr = jnp.full((len(x),), -2.0 * np.log(sigma))
+    z = D.diffuse(x, logsnr, eps)
+    np.testing.assert_allclose(float(jnp.var(f.network_input(z, logsnr))), 1.0, rtol=0.02)
+    np.testing.assert_allclose(float(jnp.var(f.target(x, eps, logsnr))), 1.0, rtol=0.02)
+    np.testing.assert_allclose(f.c_noise(logsnr[:1]), [np.log(sigma) / 4], rtol=1e-5, atol=1e-6)
+
+
+def test_flow_input_is_the_straight_path_and_its_target_the_velocity():
+  """The network sees (1 - t) x + t eps at the path's t; the target eps - x is its
+  derivative in t (jax.jvp of the path); t = 0 is the data, t = 1 the noise."""
+  f = D.formulation("flow")
+  kx, ke = jax.random.split(jax.random.PRNGKey(0))
+  x = jax.random.uniform(kx, (3, 4, 4, 1), minval=-1, maxval=1)
+  eps = jax.random.normal(ke, x.shape)
+
+  def path(t):
+    logsnr = 2.0 * (jnp.log1p(-t) - jnp.log(t))
+    return f.network_input(D.diffuse(x, logsnr, eps), logsnr)
+  t = jnp.array([0.2, 0.5, 0.9])
+  np.testing.assert_allclose(path(t), (1 - t[:, None, None, None]) * x
+                             + t[:, None, None, None] * eps, atol=1e-5)
+  _, velocity = jax.jvp(path, (t,), (jnp.ones(3),))
+  np.testing.assert_allclose(velocity, f.target(x, eps, jnp.zeros(3)), atol=1e-4)
+  ends = D.logsnr_schedule("flow")(jnp.array([0.0, 1.0]))  # within the log-SNR range
+  np.testing.assert_allclose(D.flow_time(ends), [0.0, 1.0], atol=3e-3)
+  np.testing.assert_allclose(f.c_noise(ends), [0.0, 1000.0], atol=3.0)
+
+
+def test_log_normal_noise_levels_and_their_elbo_weight():
+  """ln(sigma / alpha) ~ N(m, s^2) (EDM's P_mean, P_std; on the flow path logit(t) is
+  the same variable: SD3's logit-normal t); the "elbo" weight 1/2 |dlogsnr/du| / p(u)
+  makes the mean of weight * g(logsnr) the integral of g / 2 over the log-SNR."""
+  m, s = -1.2, 1.2
+  levels = D.noise_levels("log_normal", None, m, s)
+  u = levels.sample(jax.random.PRNGKey(0), 400_000)
+  logsnr = levels.to_logsnr(u)
+  ln_sigma = -0.5 * np.asarray(logsnr)
+  np.testing.assert_allclose([ln_sigma.mean(), ln_sigma.std()], [m, s], atol=0.01)
+  t = np.asarray(D.flow_time(logsnr))
+  np.testing.assert_allclose(np.log(t / (1 - t)), ln_sigma, atol=1e-4)
+  weight = -0.5 * D.dlogsnr_dt(levels.to_logsnr, u) / levels.density(u)
+  inside = (logsnr > 0.0) & (logsnr < 4.0)
+  np.testing.assert_allclose(float(jnp.mean(weight * inside)), 0.5 * 4.0, rtol=0.02)
+
+
+@pytest.mark.parametrize("name", D.TARGETS)
+def test_the_bound_is_tight_for_every_formulation_with_its_optimal_output(name):
+  """The bound through the formulation's output map (the equivalent log-SNR denoiser): the
+  optimal Gaussian F of any formulation gives the same diffusion term as the optimal eps."""
+  s, n = 0.5, 100_000
+  schedule = D.logsnr_schedule("cosine")
+  kx, ku, ke = jax.random.split(jax.random.PRNGKey(3), 3)
+  x = s * jax.random.normal(kx, (n, 1, 1, 1))
+  u, eps = jax.random.uniform(ku, (n,)), jax.random.normal(ke, x.shape)
+  term = lambda f: D.diffusion_term(_optimal_output(f, s), x, u, eps, schedule=schedule,
+                                    formulation=f)
+  np.testing.assert_allclose(term(D.formulation(name)), term(D.formulation("eps")), rtol=2e-3,
+                             atol=2e-3)

@@ -1,13 +1,16 @@
 """The diffusion task: a denoising network (models/denoisers.py, by model.name) trained in
 the one loop, sampled by DDPM, DDIM or Heun.
 
-Training (objectives/diffusion.py): one noise level per image, t ~ U(0, 1), the loss of
-diffusion.loss_weighting on the prediction of diffusion.target; an EMA of the weights
+Training (objectives/diffusion.py): one noise level per image from diffusion.noise, the
+loss of diffusion.loss_weighting on the output of the formulation diffusion.target
+(eps, x0, v, flow or edm: its input scaling, noise conditioning and output map); an EMA of the weights
 (diffusion.ema_decay) is what samples and metrics use. Class-conditional models
 (model.num_classes > 0) drop the label with probability diffusion.label_dropout (the
 "null" class), so that one network gives the conditional and the unconditional
 predictions of classifier-free guidance (Ho & Salimans 2021):
-eps = (1 + w) eps(z, y) - w eps(z, null), w = eval.guidance.
+eps = (1 + w) eps(z, y) - w eps(z, null), w = eval.guidance, on the eps of every
+formulation's output map (guiding x0, v or the flow's velocity instead is the same
+combination: each is affine in the network's output at a fixed z).
 
 Evaluation (EMA weights):
 * the bound on the test set in bits/dim (objectives.diffusion.nll_bound):
@@ -15,7 +18,8 @@ Evaluation (EMA weights):
   over the test images; the parts (prior, diffusion, decoder) in nats per image;
 * a sample grid from fixed noise (fixed labels: 0..9 in turn) with the eval sampler;
 * the sample-quality metrics (tasks/sample_metrics.py) of samples from eval.sampler
-  with eval.sample_steps steps (eval.eta for DDIM) and guidance eval.guidance, quantized
+  with eval.sample_steps steps on the grid of eval.schedule (eval.eta for DDIM; eval.rho
+  and eval.churn for Euler and Heun, in the formulation's ODE variables) and guidance eval.guidance, quantized
   to uint8 first; the sampler, its NFE and the guidance are recorded in each protocol.
   A sampler is compiled once per (sampler, steps); the guidance scale is an argument.
 """
@@ -40,10 +44,18 @@ class DiffusionTask:
     d, m, e = config.diffusion, config.model, config.eval
     for name, value, allowed in (("diffusion.target", d.target, diff.TARGETS),
                                  ("diffusion.loss_weighting", d.loss_weighting, diff.WEIGHTINGS),
+                                 ("diffusion.noise", d.noise, diff.NOISE_LEVELS),
                                  ("eval.sampler", e.sampler, samplers.SAMPLERS)):
       if value not in allowed:
         raise ValueError(f"Unknown {name} {value!r}; allowed: {allowed}")
-    self.schedule = diff.logsnr_schedule(d.schedule)
+    if d.noise_std <= 0 or d.sigma_data <= 0:
+      raise ValueError("diffusion.noise_std and diffusion.sigma_data must be positive.")
+    if e.rho <= 0 or e.churn < 0:
+      raise ValueError(f"eval.rho must be positive and eval.churn >= 0, got {e.rho}, {e.churn}.")
+    self.schedule = diff.logsnr_schedule(d.schedule)  # the bound's endpoints
+    self.grid_schedule = diff.logsnr_schedule(e.schedule or d.schedule)  # the samplers'
+    self.formulation = diff.formulation(d.target, d.sigma_data)
+    self.levels = diff.noise_levels(d.noise, self.schedule, d.noise_mean, d.noise_std)
     if config.data.preprocess != "symmetric":
       raise ValueError("The diffusion task models 8-bit images in [-1, 1]: data.preprocess "
                        f"must be 'symmetric', got {config.data.preprocess!r}.")
@@ -63,8 +75,12 @@ class DiffusionTask:
 
   # --- the network ----------------------------------------------------------------------
   def predict(self, params, z, logsnr, labels, train=False, rng=None):
+    """The network's output F at the VP z (the formulation scales the input and conditions
+    on its own noise variable)."""
     rngs = {"dropout": rng} if train else {}
-    return self.model.apply({"params": params}, z, diff.noise_conditioning(logsnr), labels,
+    f = self.formulation
+    inputs = z if f.network_input is None else f.network_input(z, logsnr)
+    return self.model.apply({"params": params}, inputs, f.c_noise(logsnr), labels,
                             train=train, rngs=rngs)
 
   def null_labels(self, n):
@@ -93,8 +109,8 @@ class DiffusionTask:
 
     def loss_fn(params):
       predict = lambda z, logsnr: self.predict(params, z, logsnr, labels, True, k_dropout)
-      return diff.diffusion_loss(predict, x, k_loss, schedule=self.schedule,
-                                 target_name=d.target, weighting=d.loss_weighting)
+      return diff.diffusion_loss(predict, x, k_loss, levels=self.levels,
+                                 formulation=self.formulation, weighting=d.loss_weighting)
 
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
@@ -114,15 +130,15 @@ class DiffusionTask:
 
   def denoiser(self, params, labels, guidance):
     """(z, logsnr) -> (x0_hat, eps_hat), guided when the model is conditional."""
-    target = self.config.diffusion.target
+    to_x0_eps = self.formulation.to_x0_eps
 
     def denoise(z, logsnr):
       if not self.conditional:
-        return diff.to_x0_eps(target, self.predict(params, z, logsnr, None), z, logsnr)
+        return to_x0_eps(self.predict(params, z, logsnr, None), z, logsnr)
       both = self.predict(params, jnp.concatenate([z, z]), jnp.concatenate([logsnr, logsnr]),
                           jnp.concatenate([labels, self.null_labels(len(labels))]))
-      _, eps_c = diff.to_x0_eps(target, both[:len(z)], z, logsnr)
-      _, eps_u = diff.to_x0_eps(target, both[len(z):], z, logsnr)
+      _, eps_c = to_x0_eps(both[:len(z)], z, logsnr)
+      _, eps_u = to_x0_eps(both[len(z):], z, logsnr)
       eps = (1.0 + guidance) * eps_c - guidance * eps_u
       alpha, sigma = diff.alpha_sigma(logsnr[:, None, None, None])
       return (z - sigma * eps) / alpha, eps
@@ -133,9 +149,12 @@ class DiffusionTask:
     """The compiled sampler: (params, noise, labels, rng, guidance) -> images in [-1, 1]."""
     key = (sampler, steps, eta)
     if key not in self._samplers:
+      e = self.config.eval
+
       def run(params, noise, labels, rng, guidance):
         return samplers.sample(self.denoiser(params, labels, guidance), noise, rng, name=sampler,
-                               steps=steps, schedule=self.schedule, eta=eta)
+                               steps=steps, schedule=self.grid_schedule, eta=eta,
+                               ode=self.formulation.ode, rho=float(e.rho), churn=float(e.churn))
       self._samplers[key] = xla.jit(run)
     return self._samplers[key]
 
@@ -166,6 +185,9 @@ class DiffusionTask:
     return {"sampler": f"{e.sampler}, EMA weights" if self.config.diffusion.ema_decay > 0
             else e.sampler, "sample_steps": e.sample_steps,
             "nfe": samplers.nfe(e.sampler, e.sample_steps), "eta": float(e.eta),
+            "schedule": e.schedule or self.config.diffusion.schedule,
+            **({"rho": float(e.rho), "churn": float(e.churn), "ode": self.formulation.ode}
+               if e.sampler in ("euler", "heun") else {}),
             "guidance": float(e.guidance),
             "labels": "uniform over classes" if self.conditional else "none",
             "quantized": "uint8"}
@@ -182,7 +204,7 @@ class DiffusionTask:
     S = self.config.eval.bound_time_samples
     predict = lambda z, logsnr: self.predict(params, z, logsnr, self.null_labels(len(z)))
     parts = [diff.nll_bound(predict, batch["image"], jax.random.fold_in(rng, s),
-                            schedule=self.schedule, target_name=self.config.diffusion.target)
+                            schedule=self.schedule, formulation=self.formulation)
              for s in range(S)]
     per_image = {k: sum(p[k] for p in parts) / S for k in parts[0]}  # mean over t samples
     mask = batch["mask"]
