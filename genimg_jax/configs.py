@@ -164,7 +164,7 @@ def diffusion_config():
   c = base_config()
   c.task = "diffusion"
   c.data.preprocess = "symmetric"    # 8-bit images as k / 255 * 2 - 1
-  c.model.name = "unet"              # models/denoisers.py: unet
+  c.model.name = "unet"              # models/denoisers.py: unet | dit
   c.model.channels = 32              # of the first resolution
   c.model.channel_mults = (1, 2, 2)  # per resolution: 28, 14, 7
   c.model.num_res_blocks = 1         # per resolution
@@ -172,6 +172,11 @@ def diffusion_config():
   c.model.dropout = 0.0
   c.model.num_classes = 0            # > 0: class-conditional, with a null class (guidance)
   c.model.norm_groups = 8            # GroupNorm groups
+  c.model.patch_size = 2             # dit: patches of patch_size^2 pixels, one token each
+  c.model.hidden_size = 128          # dit: the token width
+  c.model.depth = 4                  # dit: transformer blocks
+  c.model.num_heads = 4              # dit: attention heads
+  c.model.mlp_ratio = 4.0            # dit: the MLP's width over hidden_size
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "cosine"    # cosine | linear | flow | edm (log-SNR of t in [0, 1])
   c.diffusion.target = "eps"         # the formulation: eps | x0 | v | flow | edm

@@ -44,7 +44,7 @@ def _sigterm_at(monkeypatch, at_step):
   monkeypatch.setattr(train.data, "train_batches", batches)
 
 
-@pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist", "ddpm_mnist"])
+@pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist", "flow_mnist"])  # flow: the diffusion task
 def test_sigterm_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
   c = _config(name)
   straight = train.run(c, str(tmp_path / "straight"))
@@ -179,8 +179,8 @@ def test_bad_gan_input_rejected_before_compute(field, value, message, tmp_path):
 
 def test_an_unknown_diffusion_backbone_is_refused_before_compute(tmp_path):
   c = _config("ddpm_mnist")
-  c.model.name = "dit"  # not registered in models/denoisers.py: an error, not the U-Net
-  with pytest.raises(ValueError, match="Unknown model 'dit' for the diffusion task"):
+  c.model.name = "vit"  # not registered in models/denoisers.py: an error, not the U-Net
+  with pytest.raises(ValueError, match="Unknown model 'vit' for the diffusion task"):
     train.run(c, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints")
 

@@ -115,3 +115,63 @@ def test_auto_conv_impl_is_cpu_on_a_cpu_backend():
   assert layers.conv_modules("flax") == {"conv": nn.Conv, "conv_transpose": nn.ConvTranspose}
   with pytest.raises(ValueError, match="Unknown model.conv_impl 'gpu'"):
     layers.conv_modules("gpu")
+
+
+def _denoiser(name, num_classes=0, image_shape=(28, 28, 1)):
+  from genimg_jax import configs
+  from genimg_jax.models import denoisers
+  m = configs.diffusion_config().model
+  m.name, m.num_classes, m.conv_impl = name, num_classes, "flax"
+  m.channels, m.channel_mults, m.norm_groups, m.hidden_size, m.depth = 8, (1, 2), 4, 32, 2
+  return denoisers.build_denoiser(m, image_shape)
+
+
+@pytest.mark.parametrize("shape,patch", [((28, 28, 1), 2), ((32, 32, 3), 4)])
+def test_dit_predicts_zero_at_init_in_the_images_shape_and_is_trainable(shape, patch):
+  """adaLN-Zero and the zero final layer: 0 at init for any input; after random weights
+  the output depends on the input, the noise level and the label, patch by patch."""
+  from genimg_jax.models import dit
+  model = dit.DiT(shape[-1], patch_size=patch, hidden_size=32, depth=2, num_heads=4,
+                  num_classes=10)
+  z = jax.random.normal(jax.random.PRNGKey(0), (3, *shape))
+  noise, y = jnp.array([1.0, 500.0, 999.0]), jnp.array([0, 5, 10])
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), z, noise, y)
+  apply = jax.jit(model.apply)
+  out = apply(params, z, noise, y)
+  assert out.shape == z.shape
+  np.testing.assert_array_equal(out, 0.0)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  params = jax.tree.unflatten(tree, [0.1 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  out = apply(params, z, noise, y)
+  for other in (apply(params, z, noise + 100.0, y), apply(params, z, noise, (y + 1) % 11),
+                apply(params, z.at[:, :patch, :patch].add(1.0), noise, y)):
+    assert float(jnp.abs(other - out).max()) > 1e-3
+  # the position embeddings tell the patches apart: the sin-cos of rows and of columns
+  pos = np.asarray(dit.sincos_2d(4, 4, 32))
+  assert pos.shape == (16, 32) and len({tuple(np.round(r, 5)) for r in pos}) == 16
+  with pytest.raises(ValueError, match="multiple of model.patch_size"):
+    dit.DiT(1, patch_size=3).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros(1))
+
+
+@pytest.mark.parametrize("name", ["unet", "dit"])
+def test_jvp_through_the_denoisers_matches_finite_differences(name):
+  """Forward-mode derivatives in the image and in the noise conditioning (what MeanFlow's
+  target needs) agree with central differences (the U-Net with model.conv_impl=flax; the
+  CPU convolution forms have custom VJPs, which jax.jvp cannot go through)."""
+  model = _denoiser(name, num_classes=10, image_shape=(16, 16, 1))
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
+  noise, y = jnp.array([100.0, 700.0]), jnp.array([3, 10])
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), z, noise, y)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  params = jax.tree.unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  f = jax.jit(lambda z, t: model.apply(params, z, t, y))
+  dz = jax.random.normal(jax.random.PRNGKey(3), z.shape)
+  dt = jnp.array([1.0, -2.0])
+  _, tangent = jax.jit(lambda: jax.jvp(f, (z, noise), (dz, dt)))()
+  h = 1e-2
+  numeric = (f(z + h * dz, noise + h * dt) - f(z - h * dz, noise - h * dt)) / (2 * h)
+  scale = float(jnp.abs(tangent).max())
+  assert scale > 1e-3
+  np.testing.assert_allclose(tangent, numeric, atol=0.02 * scale)

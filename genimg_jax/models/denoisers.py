@@ -8,9 +8,10 @@ it returns a prediction of the image's shape. A new backbone is a module in mode
 one entry in `build_denoiser`.
 """
 from genimg_jax.models import layers
+from genimg_jax.models.dit import DiT
 from genimg_jax.models.unet import UNet
 
-DENOISERS = ("unet",)
+DENOISERS = ("unet", "dit")
 
 
 def build_denoiser(model_config, image_shape):
@@ -20,4 +21,7 @@ def build_denoiser(model_config, image_shape):
     return UNet(image_shape[-1], m.channels, tuple(m.channel_mults), m.num_res_blocks,
                 tuple(m.attention_resolutions), m.dropout, m.num_classes, m.norm_groups,
                 layers.conv_modules(m.conv_impl)["conv"])
+  if m.name == "dit":
+    return DiT(image_shape[-1], m.patch_size, m.hidden_size, m.depth, m.num_heads, m.mlp_ratio,
+               m.num_classes)
   raise ValueError(f"Unknown model {m.name!r} for the diffusion task; allowed: {DENOISERS}")
