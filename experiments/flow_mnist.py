@@ -14,7 +14,7 @@ formulation "flow" (objectives/diffusion.py) on the "flow" schedule; training ti
 logit-normal(0, 1) (SD3, Esser et al. 2024: ln(t / (1 - t)) ~ N(0, 1), diffusion.noise =
 "log_normal"), the unweighted velocity MSE (loss "target_mse"); sampled with Euler steps
 uniform in t (eval.rho = 1), 50 network evaluations, the flow's own sampler. Variants:
-`dit` (models/dit.py: patch 2, width 128, 4 blocks, 4 heads; 817k parameters),
+`dit` (models/dit.py: patch 2, width 96, 4 blocks, 4 heads; 723k parameters),
 `conditional` (labels dropped 10% of the time, guidance 1), `fashion`, `runlocal`.
 """
 from experiments import ddpm_mnist
@@ -27,7 +27,7 @@ def use_dit(c, runlocal):
   """The DiT backbone for 28x28 images: 196 tokens of 2x2 patches."""
   c.model.name = "dit"
   c.model.patch_size = 2
-  c.model.hidden_size = 128
+  c.model.hidden_size = 96
   c.model.depth = 4
   c.model.num_heads = 4
   c.model.mlp_ratio = 4.0

@@ -11,8 +11,9 @@ to choose the table's columns and the plotted metric.
 
 Trial i runs in WORKDIR/trials/<name> with its own checkpoints and results.json; a
 finished trial (results.json at its train.steps) is skipped, an unfinished one
-resumes. An evaluation study (evaluates(arg) -> "<workdir of a finished run>" in the
-module) evaluates that run with each trial's settings (another sampler, number of steps,
+resumes. An evaluation study (evaluates(arg) -> "<workdir of a finished run>", or a
+function of a trial's overrides to such a workdir, in the module) evaluates that run with
+each trial's settings (another sampler, number of steps,
 guidance scale) instead of training. The report writes WORKDIR/ablation.csv (one row per trial),
 WORKDIR/ablation.md (mean ± std over seeds per setting, best marked, failed trials
 listed) and WORKDIR/ablation.png (the main metric per factor).
@@ -77,8 +78,10 @@ def _finished(trial_dir, steps):
 def run(make_config, trials, workdir, only=None, evaluate=None):
   """Runs the trials (or only trial `only`) in turn. make_config() -> a fresh config.
 
-  evaluate: the workdir of a finished run; each trial then evaluates it with the trial's
-  settings (train.evaluate) into WORKDIR/trials/<name>/results.json instead of training.
+  evaluate: the workdir of a finished run, or a function of a trial's overrides to the
+  workdir of the run that trial evaluates (a study across several runs); each trial then
+  evaluates it with the trial's settings (train.evaluate) into
+  WORKDIR/trials/<name>/results.json instead of training.
   """
   from genimg_jax import train, workdir as workdir_lib
   try:
@@ -99,7 +102,8 @@ def run(make_config, trials, workdir, only=None, evaluate=None):
     failed = trial_dir / "failed.txt"
     try:
       if evaluate:
-        train.evaluate(config, evaluate, trial_dir / "results.json")
+        source = evaluate(overrides) if callable(evaluate) else evaluate
+        train.evaluate(config, source, trial_dir / "results.json")
       else:
         train.run(config, trial_dir)
       failed.unlink(missing_ok=True)
