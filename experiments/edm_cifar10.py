@@ -18,14 +18,7 @@ from genimg_jax import configs
 def get_config(arg=None):
   variants = configs.variants(arg, ("runlocal",), "edm_cifar10")
   c = ddpm_cifar10.get_config(",".join(sorted(variants)))
-  c.diffusion.target = "edm"
-  c.diffusion.schedule = "edm"
-  c.diffusion.sigma_data = 0.5
-  c.diffusion.noise = "log_normal"
-  c.diffusion.noise_mean, c.diffusion.noise_std = -1.2, 1.2
-  c.diffusion.loss_weighting = "target_mse"
-  c.eval.sampler = "heun"
-  c.eval.sample_steps = 18 if "runlocal" not in variants else 2
+  configs.edm(c, steps=2 if "runlocal" in variants else 18)
   if "runlocal" in variants:  # one resolution, no attention: the tests' compile time
     c.model.channel_mults, c.model.attention_resolutions = (1,), ()
   return c

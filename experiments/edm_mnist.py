@@ -25,15 +25,7 @@ VARIANTS = ("dit", "conditional", "fashion", "runlocal")
 def get_config(arg=None):
   variants = configs.variants(arg, VARIANTS, "edm_mnist")
   c = ddpm_mnist.get_config(",".join(sorted(variants - {"dit"})))
-  c.diffusion.target = "edm"
-  c.diffusion.schedule = "edm"
-  c.diffusion.sigma_data = 0.5
-  c.diffusion.noise = "log_normal"
-  c.diffusion.noise_mean, c.diffusion.noise_std = -1.2, 1.2
-  c.diffusion.loss_weighting = "target_mse"
-  c.eval.sampler = "heun"
-  c.eval.sample_steps = 18 if "runlocal" not in variants else 3
-  c.eval.rho = 7.0
+  configs.edm(c, steps=3 if "runlocal" in variants else 18)
   if "dit" in variants:
     flow_mnist.use_dit(c, "runlocal" in variants)
   return c

@@ -18,13 +18,7 @@ from genimg_jax import configs
 def get_config(arg=None):
   variants = configs.variants(arg, ("runlocal",), "flow_cifar10")
   c = ddpm_cifar10.get_config(",".join(sorted(variants)))
-  c.diffusion.target = "flow"
-  c.diffusion.schedule = "flow"
-  c.diffusion.noise = "log_normal"
-  c.diffusion.noise_mean, c.diffusion.noise_std = 0.0, 1.0
-  c.diffusion.loss_weighting = "target_mse"
-  c.eval.sampler = "euler"
-  c.eval.rho = 1.0
+  configs.flow_matching(c)
   if "runlocal" in variants:  # one resolution, no attention: the tests' compile time
     c.model.channel_mults, c.model.attention_resolutions = (1,), ()
   return c

@@ -43,13 +43,7 @@ def use_dit(c, runlocal):
 def get_config(arg=None):
   variants = configs.variants(arg, VARIANTS, "flow_mnist")
   c = ddpm_mnist.get_config(",".join(sorted(variants - {"dit"})))
-  c.diffusion.target = "flow"
-  c.diffusion.schedule = "flow"
-  c.diffusion.noise = "log_normal"
-  c.diffusion.noise_mean, c.diffusion.noise_std = 0.0, 1.0
-  c.diffusion.loss_weighting = "target_mse"
-  c.eval.sampler = "euler"
-  c.eval.rho = 1.0
+  configs.flow_matching(c)
   if "dit" in variants:
     use_dit(c, "runlocal" in variants)
   return c

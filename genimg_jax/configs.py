@@ -201,6 +201,36 @@ def diffusion_config():
   return with_metrics(c)
 
 
+def flow_matching(c):
+  """A diffusion config under flow matching, as its papers set it: the velocity on the
+  straight path (1 - t) x + t eps (Liu et al. 2022; Lipman et al. 2023), logit-normal(0, 1)
+  training times (SD3), the unweighted velocity MSE, Euler steps uniform in t."""
+  c.diffusion.target = "flow"
+  c.diffusion.schedule = "flow"
+  c.diffusion.noise = "log_normal"
+  c.diffusion.noise_mean, c.diffusion.noise_std = 0.0, 1.0
+  c.diffusion.loss_weighting = "target_mse"
+  c.eval.sampler = "euler"
+  c.eval.rho = 1.0
+  return c
+
+
+def edm(c, steps=18):
+  """A diffusion config under EDM, as Karras et al. 2022 set it: its preconditioning with
+  sigma_data = 0.5, log-normal sigmas (P_mean -1.2, P_std 1.2), its loss weight, sigma in
+  [0.002, 80], the deterministic Heun sampler on the rho = 7 grid, `steps` steps."""
+  c.diffusion.target = "edm"
+  c.diffusion.schedule = "edm"
+  c.diffusion.sigma_data = 0.5
+  c.diffusion.noise = "log_normal"
+  c.diffusion.noise_mean, c.diffusion.noise_std = -1.2, 1.2
+  c.diffusion.loss_weighting = "target_mse"
+  c.eval.sampler = "heun"
+  c.eval.sample_steps = steps
+  c.eval.rho = 7.0
+  return c
+
+
 def classifier_config():
   """Defaults for the classifier task (the feature network of the classifier metrics)."""
   c = base_config()
