@@ -101,10 +101,10 @@ def test_the_bound_with_the_optimal_denoiser_is_tight_on_gaussian_data():
   assert mean < true_nll + 0.05, (mean, true_nll, stderr)
 
 
-def _task(**overrides):
-  from experiments import ddpm_mnist
-  c = ddpm_mnist.get_config("runlocal")
-  c.experiment, c.experiment_arg = "ddpm_mnist", "runlocal"
+def _task(experiment="ddpm_mnist", arg="runlocal", **overrides):
+  import importlib
+  c = importlib.import_module(f"experiments.{experiment}").get_config(arg)
+  c.experiment, c.experiment_arg = experiment, arg
   for key, value in overrides.items():
     group, field = key.split(".")
     c[group][field] = value
@@ -202,11 +202,13 @@ def test_ddpm_mnist_runlocal_end_to_end_with_sample_metrics(classifier_workdir, 
     train.evaluate(other, str(tmp_path / "run"), str(tmp_path / "x.json"))
 
 
-def test_the_same_loss_and_bound_on_1_and_4_devices():
+@pytest.mark.parametrize("experiment,arg", [("ddpm_mnist", "runlocal"), ("flow_mnist", "dit,runlocal")])
+def test_the_same_loss_and_bound_on_1_and_4_devices(experiment, arg):
   """Two train steps and the test bound, the state replicated and the batch sharded over
-  1 and over 4 devices (GroupNorm is per image: no cross-device statistics)."""
+  1 and over 4 devices (GroupNorm and LayerNorm are per image: no cross-device
+  statistics), for the U-Net under DDPM and the DiT under flow matching."""
   from genimg_jax import data, parallel
-  c, task = _task(**{"eval.num_examples": 100})
+  c, task = _task(experiment, arg, **{"eval.num_examples": 100})
   batches = [next(data.train_batches(c, i)) for i in range(2)]
   out = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -628,7 +630,7 @@ def test_flow_and_edm_runlocal_end_to_end(experiment, arg, tmp_path):
 
 
 @pytest.mark.parametrize("experiment", ["flow_cifar10", "edm_cifar10"])
-def test_flow_and_edm_cifar10_runlocal_on_mock_data(experiment, tmp_path):
+def test_flow_and_edm_cifar10_runlocal_end_to_end_on_mock_data(experiment, tmp_path):
   import importlib
   import tensorflow_datasets as tfds
   c = importlib.import_module(f"experiments.{experiment}").get_config("runlocal")
