@@ -17,6 +17,7 @@ from experiments import ddpm_mnist, edm_mnist, flow_mnist
 from genimg_jax import configs
 
 FORMULATIONS = {"v": ddpm_mnist, "flow": flow_mnist, "edm": edm_mnist}
+RUNS = {"v": "ddpm_mnist", "flow": "flow_mnist", "edm": "edm_mnist"}  # their default workdirs
 NFES = (10, 25, 50)
 REPORT = {"metrics": ["test/nfe", "test/classifier/fd", "test/classifier/is",
                       "test/classifier/precision", "test/classifier/recall"],
@@ -33,7 +34,7 @@ _FIELDS = ("diffusion.target", "diffusion.schedule", "diffusion.noise", "diffusi
 def evaluates(arg=None):
   """Each trial's run: the workdir of the experiment of its formulation."""
   suffix = "_runlocal" if arg == "runlocal" else ""
-  return lambda trial: f"workdirs/{FORMULATIONS[trial['diffusion.target']].__name__.split('.')[-1]}{suffix}"
+  return lambda trial: f"workdirs/{RUNS[trial['diffusion.target']]}{suffix}"
 
 
 def get_config(arg=None):

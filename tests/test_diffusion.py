@@ -196,6 +196,13 @@ def test_ddpm_mnist_runlocal_end_to_end_with_sample_metrics(classifier_workdir, 
                     xy=("test/nfe", "test/classifier/fd"), lines="eval.sampler")
   assert "| ddim | 2 | 2 ± 0 | **" in md  # NFE is a setting, not ranked; the FD column is
   assert (tmp_path / "study" / "ablation.png").stat().st_size > 1000
+  # a study across runs names each trial's run (diffusion_mnist_formulations)
+  asked = []
+  sweep.run(lambda: c.copy_and_resolve_references(), trials, str(tmp_path / "study_of_runs"),
+            evaluate=lambda trial: asked.append(trial) or str(tmp_path / "run"))
+  assert asked == trials
+  assert files.read_json(tmp_path / "study_of_runs" / "trials" / sweep.trial_name(trials[0])
+                         / "results.json")["metrics"]["test/nfe"] == 2
   other = c.copy_and_resolve_references()
   other.model.channels = 16  # another model: refused, not evaluated
   with pytest.raises(ValueError, match="model.channels: 8 -> 16"):

@@ -1,10 +1,10 @@
 """The diffusion task: a denoising network (models/denoisers.py, by model.name) trained in
-the one loop, sampled by DDPM, DDIM or Heun.
+the one loop, sampled by DDPM, DDIM, Euler or Heun (samplers.py).
 
 Training (objectives/diffusion.py): one noise level per image from diffusion.noise, the
-loss of diffusion.loss_weighting on the output of the formulation diffusion.target
-(eps, x0, v, flow or edm: its input scaling, noise conditioning and output map); an EMA of the weights
-(diffusion.ema_decay) is what samples and metrics use. Class-conditional models
+loss of diffusion.loss_weighting on the output of the formulation diffusion.target (eps,
+x0, v, flow or edm: its input scaling, noise conditioning and output map); an EMA of the
+weights (diffusion.ema_decay) is what samples and metrics use. Class-conditional models
 (model.num_classes > 0) drop the label with probability diffusion.label_dropout (the
 "null" class), so that one network gives the conditional and the unconditional
 predictions of classifier-free guidance (Ho & Salimans 2021):
@@ -19,9 +19,10 @@ Evaluation (EMA weights):
 * a sample grid from fixed noise (fixed labels: 0..9 in turn) with the eval sampler;
 * the sample-quality metrics (tasks/sample_metrics.py) of samples from eval.sampler
   with eval.sample_steps steps on the grid of eval.schedule (eval.eta for DDIM; eval.rho
-  and eval.churn for Euler and Heun, in the formulation's ODE variables) and guidance eval.guidance, quantized
-  to uint8 first; the sampler, its NFE and the guidance are recorded in each protocol.
-  A sampler is compiled once per (sampler, steps); the guidance scale is an argument.
+  and eval.churn for Euler and Heun, in the formulation's ODE variables) and guidance
+  eval.guidance, quantized to uint8 first; the sampler, its grid, its NFE and the guidance
+  are recorded in each protocol. A sampler is compiled once per (sampler, steps); the
+  guidance scale is an argument.
 """
 import functools
 
@@ -45,6 +46,8 @@ class DiffusionTask:
     for name, value, allowed in (("diffusion.target", d.target, diff.TARGETS),
                                  ("diffusion.loss_weighting", d.loss_weighting, diff.WEIGHTINGS),
                                  ("diffusion.noise", d.noise, diff.NOISE_LEVELS),
+                                 ("diffusion.schedule", d.schedule, diff.SCHEDULES),
+                                 ("eval.schedule", e.schedule or d.schedule, diff.SCHEDULES),
                                  ("eval.sampler", e.sampler, samplers.SAMPLERS)):
       if value not in allowed:
         raise ValueError(f"Unknown {name} {value!r}; allowed: {allowed}")
