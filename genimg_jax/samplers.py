@@ -111,11 +111,6 @@ def ode_grid(steps, schedule, ode="sigma", rho=EDM_RHO):
   return jnp.concatenate([taus, jnp.zeros(1)])
 
 
-def edm_sigmas(steps, schedule):
-  """EDM's grid of `steps` sigmas (rho = 7), then 0: ode_grid in the "sigma" variables."""
-  return ode_grid(steps, schedule, "sigma", EDM_RHO)
-
-
 def _ode(denoise, noise, rng, steps, schedule, ode, rho, churn, second_order):
   """Euler or Heun on dy/dtau = (y - D(y; tau)) / tau (EDM Alg. 1 and 2 in "sigma")."""
   B = noise.shape[0]

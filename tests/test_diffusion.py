@@ -440,7 +440,7 @@ def test_heun_solves_the_probability_flow_ode_of_gaussian_data_to_second_order()
 
   errors = []
   for steps in (8, 16):
-    sigmas = np.asarray(samplers.edm_sigmas(steps, schedule))
+    sigmas = np.asarray(samplers.ode_grid(steps, schedule))
     # the sampler's last step goes to sigma = 0 (an Euler step: x = D(x; sigma_last)); the
     # exact D there is s^2 / (s^2 + sigma_last^2) x(sigma_last)
     x = samplers.sample(denoise, jnp.ones((1, 1)), jax.random.PRNGKey(0), name="heun",
