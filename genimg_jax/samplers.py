@@ -121,7 +121,7 @@ def _ode(denoise, noise, rng, steps, schedule, ode, rho, churn, second_order):
       logsnr = jnp.full((B,), -2.0 * jnp.log(tau))
       alpha, _ = diff.alpha_sigma(_expand(logsnr, y))
       return denoise(alpha * y, logsnr)[0]
-    logsnr = jnp.full((B,), 2.0 * (jnp.log1p(-tau) - jnp.log(tau)))  # y = z / (alpha + sigma)
+    logsnr = jnp.full((B,), diff.flow_logsnr(tau))  # y = z / (alpha + sigma)
     alpha, sigma = diff.alpha_sigma(_expand(logsnr, y))
     return denoise((alpha + sigma) * y, logsnr)[0]
 

@@ -571,7 +571,7 @@ def test_flow_input_is_the_straight_path_and_its_target_the_velocity():
   eps = jax.random.normal(ke, x.shape)
 
   def path(t):
-    logsnr = 2.0 * (jnp.log1p(-t) - jnp.log(t))
+    logsnr = D.flow_logsnr(t)
     return f.network_input(D.diffuse(x, logsnr, eps), logsnr)
   t = jnp.array([0.2, 0.5, 0.9])
   np.testing.assert_allclose(path(t), (1 - t[:, None, None, None]) * x

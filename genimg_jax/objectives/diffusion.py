@@ -77,7 +77,7 @@ def logsnr_schedule(name):
       return log_alpha_bar - jnp.log(-jnp.expm1(log_alpha_bar))
     return lambda t: jnp.clip(linear(jnp.maximum(t, 1e-5)), LOGSNR_MIN, LOGSNR_MAX)
   if name == "flow":  # z / (alpha + sigma) = (1 - t) x + t eps
-    return lambda t: jnp.clip(2.0 * (jnp.log1p(-t) - jnp.log(t)), LOGSNR_MIN, LOGSNR_MAX)
+    return lambda t: jnp.clip(flow_logsnr(t), LOGSNR_MIN, LOGSNR_MAX)
   if name == "edm":
     lo, hi = EDM_SIGMA_MIN**(1 / EDM_SCHEDULE_RHO), EDM_SIGMA_MAX**(1 / EDM_SCHEDULE_RHO)
     return lambda t: -2.0 * EDM_SCHEDULE_RHO * jnp.log(lo + t * (hi - lo))
@@ -152,6 +152,11 @@ def _v_formulation():
     alpha, sigma = alpha_sigma(_expand(logsnr, z))
     return alpha * z - sigma * prediction, sigma * z + alpha * prediction
   return Formulation("v", noise_conditioning, to_x0_eps, v_target)
+
+
+def flow_logsnr(t):
+  """The log-SNR at time t of the flow path (1 - t) x + t eps: 2 log((1 - t) / t)."""
+  return 2.0 * (jnp.log1p(-t) - jnp.log(t))
 
 
 def flow_time(logsnr):
