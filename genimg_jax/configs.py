@@ -15,7 +15,7 @@ MAY_CHANGE_BETWEEN_LAUNCHES = (
     "train.eval_every", "train.steps_per_call", "train.on_nonfinite", "train.max_rollbacks",
     "train.storage_retry_seconds",
     "data.prefetch", "data.data_dir", "data.eval_split", "model.conv_impl", "eval.*",
-    "metrics.*",
+    "metrics.*", "evals.*",
 )
 
 # The classifier of the sample-quality metrics for each dataset (experiments/classifier_mnist.py).
@@ -98,6 +98,14 @@ def base_config():
   c.eval.periodic_iwae_k = 10        # cheaper k for evaluations during training
   c.eval.num_examples = 0            # 0 = whole eval split
   c.eval.grid_size = 8               # PNG grids are grid_size x grid_size
+  return with_evals(c, "bound", "reconstruction", "sample_grid", "sample_quality")
+
+
+def with_evals(c, *types):
+  """Declares what the run measures: one evaluator per type, named by it
+  (genimg_jax/evaluators/; its settings stay in eval.* and metrics.*). Replaces any
+  earlier declaration."""
+  c.evals = ml_collections.ConfigDict({t: {"type": t} for t in types})
   return c
 
 
@@ -107,7 +115,7 @@ def vae_config():
 
 
 def with_metrics(c):
-  """Adds the sample-quality metrics of a generative task (tasks/sample_metrics.py)."""
+  """Adds the settings of the sample-quality evaluator (evaluators/sample_quality.py)."""
   c.metrics = ml_collections.ConfigDict()
   c.metrics.num_samples = 10_000     # generated images for FD/KID/PR/IS
   c.metrics.reference_split = "test"
@@ -156,7 +164,7 @@ def gan_config():
   c.optim.b1 = 0.5
   c.d_optim = c.optim.copy_and_resolve_references()  # D optimizer (same fields)
   c.train.batch_size = 64            # real images per D step
-  return with_metrics(c)
+  return with_metrics(with_evals(c, "sample_grid", "sample_quality"))
 
 
 def diffusion_config():
@@ -198,7 +206,7 @@ def diffusion_config():
   c.optim.lr = 2e-4
   c.optim.grad_clip = 1.0
   c.train.batch_size = 64
-  return with_metrics(c)
+  return with_metrics(with_evals(c, "bound", "sample_grid", "sample_quality"))
 
 
 def flow_matching(c):
@@ -238,7 +246,7 @@ def classifier_config():
   c.data.preprocess = "symmetric"    # [-1, 1], the range of generated samples
   c.model.name = "cnn"
   c.model.features = 256             # the penultimate layer: the metrics' feature vector
-  return c
+  return with_evals(c, "accuracy")
 
 
 def variants(arg, allowed, experiment):

@@ -1,15 +1,16 @@
 """The one training loop, for every objective (the task supplies the step).
 
 run(config, workdir):
-  1. checks the config and builds the mesh and the task (bad values are refused here,
-     before any compute); locks the workdir, checks that it holds this run (or none) and
+  1. checks the config and builds the mesh, the task and its evaluators (config.evals,
+     genimg_jax/evaluators/; bad values are refused here, before any compute); locks the workdir, checks that it holds this run (or none) and
      writes config.json (genimg_jax/workdir.py);
   2. restores the latest readable checkpoint or initializes the state sharded over the
      mesh, and compiles the train step, while a thread builds the input pipeline;
   3. runs the compiled train step over the batches, logging a progress line and
      TensorBoard scalars every train.log_every steps, checkpointing every
      train.checkpoint_every steps, evaluating every train.eval_every steps;
-  4. saves a final checkpoint, evaluates, and writes results.json.
+  4. saves a final checkpoint, evaluates (every evaluator, the full protocol), and writes
+     results.json.
 
 Rerunning with the same workdir resumes from the latest checkpoint: the batch and the
 random key of step s depend only on (seed, s), so the resumed run computes what the
@@ -25,7 +26,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from genimg_jax import checkpoint, data, files, parallel, recovery, tasks, workdir as workdir_lib
+from genimg_jax import checkpoint, data, evaluators, files, parallel, recovery, tasks
+from genimg_jax import workdir as workdir_lib
 from genimg_jax import writers, xla
 
 ON_NONFINITE = ("stop", "rollback")
@@ -69,11 +71,12 @@ def run(config, workdir, devices=None, fresh=False):
   mesh = parallel.make_mesh(devices)
   validate_config(config, mesh.size)
   task = tasks.build_task(config)  # checks model/loss/likelihood names and the dataset
+  evals = evaluators.from_config(config, task)  # and what config.evals measures
   with workdir_lib.open_run(workdir, config, fresh):
     logging.info("Experiment %s on %d %s device(s), %d process(es); workdir %s",
                  config.experiment, mesh.size, jax.devices()[0].platform,
                  jax.process_count(), files.path(workdir))
-    return _train_and_evaluate(config, workdir, task, mesh)
+    return _train_and_evaluate(config, workdir, task, evals, mesh)
 
 
 def evaluate(config, workdir, results_path, devices=None):
@@ -87,6 +90,7 @@ def evaluate(config, workdir, results_path, devices=None):
   mesh = parallel.make_mesh(devices)
   validate_config(config, mesh.size)
   task = tasks.build_task(config)
+  evals = evaluators.from_config(config, task)
   with workdir_lib.open_run(workdir, config, evaluating=True):
     # before any compute: where the record will go (every process, so that all stop)
     workdir_lib.check_writable(files.path(results_path).parent, "the evaluation's folder")
@@ -95,7 +99,7 @@ def evaluate(config, workdir, results_path, devices=None):
                  files.path(workdir), results_path)
     _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     t_eval = time.time()
-    eval_metrics, grids = task.evaluate(state, mesh, eval_rng, final=True)
+    eval_metrics, grids = evals(state, mesh, eval_rng, final=True)
     results = {"experiment": config.experiment, "evaluated_workdir": str(workdir),
                "evaluated_step": step, "steps": config.train.steps, "config": config.to_dict(),
                "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
@@ -124,7 +128,7 @@ def _latest(config, workdir, task, mesh, what):
 def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
   """Writes n samples of the run's latest checkpoint for other FID code to score.
 
-  The samples come from the task's export_samples (the sampler, steps and guidance of
+  The samples come from the task's samples (the sampler, steps and guidance of
   config.eval, which may differ from the run's as for evaluate), from the key
   fold_in(the run's evaluation key, seed): the same run and seed give the same files.
   Into export_dir (default WORKDIR/exports/step<S>_n<N>_seed<seed>):
@@ -140,7 +144,7 @@ def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
   mesh = parallel.make_mesh(devices)
   validate_config(config, mesh.size)
   task = tasks.build_task(config)
-  if not hasattr(task, "export_samples"):
+  if not hasattr(task, "samples"):
     raise ValueError(f"Task {config.task!r} does not generate images; nothing to export.")
   with workdir_lib.open_run(workdir, config, evaluating=True):
     step, state, _ = _latest(config, workdir, task, mesh, "export samples from")
@@ -149,7 +153,8 @@ def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
     _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     logging.info("Exporting %d samples of the checkpoint at step %d of %s to %s", n, step,
                  files.path(workdir), out)
-    samples, labels, about = task.export_samples(state, jax.random.fold_in(eval_rng, seed), n)
+    samples, labels = task.samples(state, jax.random.fold_in(eval_rng, seed), n)
+    about = task.about_samples()
     u8 = images.to_uint8(samples, (-1.0, 1.0))
     if jax.process_index() == 0:
       width = max(6, len(str(n - 1)))
@@ -167,7 +172,7 @@ def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
     return out
 
 
-def _train_and_evaluate(config, workdir, task, mesh):
+def _train_and_evaluate(config, workdir, task, evals, mesh):
   t = config.train
   k, total = t.steps_per_call, t.steps
   init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
@@ -240,13 +245,13 @@ def _train_and_evaluate(config, workdir, task, mesh):
             raise Preempted(step)
         if t.eval_every and step % t.eval_every == 0 and step < total:
           with record.not_training():
-            _log_eval(writer, step, *task.evaluate(state, mesh, eval_rng, final=False))
+            _log_eval(writer, step, *evals(state, mesh, eval_rng, final=False))
     batches = None  # release the input pipeline (its threads) before the final evaluation
     if ckpt.latest_step() != total:  # (the state was checked at the last step's log)
       save(total)
     logging.info("Final evaluation...")
     t_eval = time.time()
-    eval_metrics, grids = task.evaluate(state, mesh, eval_rng, final=True)
+    eval_metrics, grids = evals(state, mesh, eval_rng, final=True)
     eval_seconds = time.time() - t_eval
     _log_eval(writer, total, eval_metrics, grids)
   except KeyboardInterrupt:

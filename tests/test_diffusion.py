@@ -214,7 +214,7 @@ def test_the_same_loss_and_bound_on_1_and_4_devices(experiment, arg):
   """Two train steps and the test bound, the state replicated and the batch sharded over
   1 and over 4 devices (GroupNorm and LayerNorm are per image: no cross-device
   statistics), for the U-Net under DDPM and the DiT under flow matching."""
-  from genimg_jax import data, parallel
+  from genimg_jax import data, evaluators, parallel
   c, task = _task(experiment, arg, **{"eval.num_examples": 100})
   batches = [next(data.train_batches(c, i)) for i in range(2)]
   out = []
@@ -224,7 +224,8 @@ def test_the_same_loss_and_bound_on_1_and_4_devices(experiment, arg):
     state = init(jax.random.PRNGKey(0))
     for b in batches:
       state, metrics = step(state, parallel.to_global(b, mesh), jax.random.PRNGKey(1))
-    bound = task.bits_per_dim(state.ema_params, mesh, jax.random.PRNGKey(2))
+    bound, _ = evaluators.from_config(c, task).evaluators["bound"](
+        state, mesh, jax.random.PRNGKey(2), final=True)
     out.append((jax.device_get(metrics), bound))
   for k in ("loss", "grad_norm", "param_norm"):
     np.testing.assert_allclose(out[1][0][k], out[0][0][k], rtol=2e-5)

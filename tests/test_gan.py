@@ -220,12 +220,12 @@ def test_missing_feature_networks_are_reported_not_fatal(tmp_path):
 
 
 def test_feature_network_with_zero_samples_is_left_out(tmp_path):
-  from genimg_jax.tasks import sample_metrics
+  from genimg_jax.evaluators import sample_quality
   c = gan_config()
   c.metrics.classifier_workdir = str(tmp_path / "nothing_here")
   c.metrics.inception_weights = str(tmp_path / "no_weights.npz")  # set, but N = 0
   c.metrics.inception_num_samples = 0
-  names = [name for name, *_ in sample_metrics.feature_networks(c)]
+  names = [name for name, *_ in sample_quality.feature_networks(c)]
   assert names == ["classifier"]
 
 
@@ -238,8 +238,8 @@ def test_sngan_cifar10_runlocal_on_mock_data(tmp_path):
 
 
 def test_a_classifier_trained_on_other_data_is_refused_before_training(classifier_workdir, tmp_path):
-  from genimg_jax import configs, metrics
-  from genimg_jax.tasks import sample_metrics
+  from genimg_jax import configs, evaluators, metrics
+  from genimg_jax.evaluators import sample_quality
   c = configs.on_dataset(gan_config(), "fashion_mnist")
   c.metrics.classifier_workdir = classifier_workdir  # trained on MNIST
   c.metrics.cache_dir = str(tmp_path / "cache")
@@ -248,8 +248,8 @@ def test_a_classifier_trained_on_other_data_is_refused_before_training(classifie
   assert not (tmp_path / "run").exists()
   # computed anyway when allowed, and marked so beside the numbers
   c.metrics.allow_mismatched = True
-  tasks.build_task(c)  # now accepted
-  out = sample_metrics.evaluate(c, lambda rng, n: metrics.real_images(c, "test", n),
+  evaluators.from_config(c, tasks.build_task(c))  # now accepted
+  out = sample_quality.evaluate(c, lambda rng, n: metrics.real_images(c, "test", n),
                                 jax.random.PRNGKey(0), {"sampler": "real test images"})
   protocol = out["classifier/protocol"]
   assert "trained on 'mnist'" in protocol["mismatched"] and protocol["trained_on"] == "mnist"

@@ -5,13 +5,14 @@ A task is built from the config (refusing bad values before any compute) and pro
   train_step(state, batch, rng) -> (state, metrics)
                                             pure; compiled once by the loop; metrics is a
                                             dict of named scalars, "loss" among them
-  evaluate(state, mesh, rng, final) -> (metrics, {name: uint8 image grid})
-                                            on the test set; final: the run's last
-                                            evaluation (the full, slower protocol)
   examples_per_step (optional attribute)    training examples one step takes (default
                                             train.batch_size; a GAN takes n_critic batches)
 
-The loop owns everything else: mesh, data, checkpoints, logging, results.
+and what its evaluators need (genimg_jax/evaluators/: declared in config.evals, each
+names the methods it calls): eval_params, bound, reconstruct, samples, about_samples,
+grid_samples, logits. A task writes no evaluation loop of its own.
+
+The loop owns everything else: mesh, data, checkpoints, evaluations, logging, results.
 """
 from genimg_jax.tasks import classifier, diffusion, gan, vae
 

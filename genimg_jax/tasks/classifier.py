@@ -2,18 +2,18 @@
 
 A trained classifier (experiments/classifier_mnist.py, on MNIST or Fashion-MNIST) is the
 feature network of the cheap, domain-specific Frechet distance and of the classifier
-Inception Score: `feature_network(workdir)` loads it from its workdir.
-"""
-import hashlib
+Inception Score: the sample-quality evaluator restores it from its workdir
+(genimg_jax/runs.py) and takes `feature_network(restored)`.
 
+What it exposes to the evaluators (genimg_jax/evaluators/): eval_params(state) and
+logits(params, images) (the "accuracy" evaluator).
+"""
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
-from genimg_jax import checkpoint, data, files, optim, parallel, state as state_lib, xla
-from genimg_jax.metrics import FeatureNetwork, FeatureNetworkUnavailable
+from genimg_jax import data, optim, state as state_lib
+from genimg_jax.metrics import FeatureNetwork
 from genimg_jax.models.classifier import CNNClassifier
 
 
@@ -26,7 +26,6 @@ class ClassifierTask:
     self.num_classes = builder.info.features["label"].num_classes
     self.model = CNNClassifier(self.num_classes, config.model.features)
     self.tx = optim.build_optimizer(config.optim, config.train.steps)
-    self._eval = None
 
   def init_state(self, rng):
     params = self.model.init(rng, jnp.zeros((1, *self.image_shape)))
@@ -47,66 +46,29 @@ class ClassifierTask:
     new = state_lib.guarded_apply(state, {"params": params, "opt_state": opt_state}, finite)
     return new, dict(parts, grad_norm=state_lib.tree_norm(grads))
 
-  def eval_step(self, params, batch):
-    logits, _ = self.model.apply(params, batch["image"])
-    correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]) * batch["mask"]
-    return {"correct": correct.sum(), "loss": loss.sum(), "count": batch["mask"].sum()}
+  # --- what the evaluators use ------------------------------------------------------
+  def eval_params(self, state):
+    return state.params
 
-  def evaluate(self, state, mesh, rng, final):
-    del rng, final
-    if self._eval is None:
-      self._eval = xla.jit(self.eval_step)
-    sums = None
-    for local in data.eval_batches(self.config, num_examples_limit=self.config.eval.num_examples):
-      s = self._eval(state.params, parallel.to_global(local, mesh))
-      sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
-    sums = parallel.fetch(sums)
-    return {"accuracy": sums["correct"] / sums["count"], "loss": sums["loss"] / sums["count"],
-            "num_examples": int(sums["count"])}, {}
+  def logits(self, params, x):
+    """Class logits [N, K] of images in [-1, 1]."""
+    return self.model.apply(params, x)[0]
 
+  def feature_network(self, restored):
+    """This classifier, restored from its workdir (a runs.Restored), as the FeatureNetwork
+    of the classifier metrics: its penultimate layer as features, its softmax as class
+    probabilities."""
+    cfg = restored.config
+    on = {"dataset": cfg.data.name, "image_shape": list(self.image_shape)}
+    protocol = {"network": f"genimg_jax CNNClassifier ({cfg.experiment or 'classifier'})",
+                "weights": str(restored.workdir), "weights_step": restored.step,
+                "weights_sha256": restored.params_sha256, "trained_on": on["dataset"],
+                "features": f"penultimate dense layer ({cfg.model.features})",
+                "input": "images in [-1, 1] at dataset resolution, no resizing",
+                "dtype": "float32"}
 
-def _config_of(workdir):
-  path = files.join(workdir, "config.json")
-  if not path.exists():
-    raise FeatureNetworkUnavailable(
-        f"no trained classifier in {workdir!r} (run `python launch.py "
-        f"--experiment=classifier_mnist` first, or set metrics.classifier_workdir)")
-  return ml_collections.ConfigDict(files.read_json(path))
+    def apply(params, x):
+      logits, feats = self.model.apply(params, x)
+      return feats, jax.nn.softmax(logits)
 
-
-def trained_on(workdir):
-  """{"dataset", "image_shape"} of the classifier in `workdir`, from its config.json alone
-  (cheap: what the tasks check before training). Raises FeatureNetworkUnavailable."""
-  cfg = _config_of(workdir)
-  return {"dataset": cfg.data.name, "image_shape": list(data.image_shape(cfg))}
-
-
-def feature_network(workdir):
-  """The trained classifier in `workdir` as a FeatureNetwork: its penultimate layer as
-  features, its softmax as class probabilities. Raises FeatureNetworkUnavailable."""
-  cfg = _config_of(workdir)
-  task = ClassifierTask(cfg)
-  ckpt = checkpoint.Checkpointer(workdir, 1)
-  step = ckpt.latest_step()
-  if step is None:
-    ckpt.close()
-    raise FeatureNetworkUnavailable(f"no classifier checkpoint in {workdir!r}")
-  abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(0))
-  state, _ = ckpt.restore(step, abstract)
-  ckpt.close()
-  leaves = jax.tree.leaves(jax.device_get(state.params))
-  sha256 = hashlib.sha256(b"".join(np.asarray(v).tobytes() for v in leaves)).hexdigest()
-  on = {"dataset": cfg.data.name, "image_shape": list(task.image_shape)}
-  protocol = {"network": f"genimg_jax CNNClassifier ({cfg.experiment or 'classifier'})",
-              "weights": str(workdir), "weights_step": int(step),
-              "weights_sha256": sha256, "trained_on": on["dataset"],
-              "features": f"penultimate dense layer ({cfg.model.features})",
-              "input": "images in [-1, 1] at dataset resolution, no resizing",
-              "dtype": "float32"}
-
-  def apply(params, x):
-    logits, feats = task.model.apply(params, x)
-    return feats, jax.nn.softmax(logits)
-
-  return FeatureNetwork("classifier", apply, state.params, protocol, trained_on=on)
+    return FeatureNetwork("classifier", apply, restored.state.params, protocol, trained_on=on)

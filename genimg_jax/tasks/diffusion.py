@@ -12,20 +12,17 @@ eps = (1 + w) eps(z, y) - w eps(z, null), w = eval.guidance, on the eps of every
 formulation's output map (guiding x0, v or the flow's velocity instead is the same
 combination: each is affine in the network's output at a fixed z).
 
-Evaluation (EMA weights):
-* the bound on the test set in bits/dim (objectives.diffusion.nll_bound):
+What it exposes to the evaluators (genimg_jax/evaluators/, config.evals; EMA weights):
+* bound: the bound on the test set in bits/dim (objectives.diffusion.nll_bound):
   eval.bound_time_samples one-sample estimates per image, averaged; its standard error
   over the test images; the parts (prior, diffusion, decoder) in nats per image;
-* a sample grid from fixed noise (fixed labels: 0..9 in turn) with the eval sampler;
-* the sample-quality metrics (tasks/sample_metrics.py) of samples from eval.sampler
-  with eval.sample_steps steps on the grid of eval.schedule (eval.eta for DDIM; eval.rho
-  and eval.churn for Euler and Heun, in the formulation's ODE variables) and guidance
-  eval.guidance, quantized to uint8 first; the sampler, its grid, its NFE and the guidance
-  are recorded in each protocol. A sampler is compiled once per (sampler, steps); the
-  guidance scale is an argument.
+* grid_samples: samples from fixed noise (fixed labels: 0..9 in turn) with the eval sampler;
+* samples: from eval.sampler with eval.sample_steps steps on the grid of eval.schedule
+  (eval.eta for DDIM; eval.rho and eval.churn for Euler and Heun, in the formulation's ODE
+  variables) and guidance eval.guidance, quantized to uint8 first; about_samples (the
+  sampler, its grid, its NFE and the guidance) goes into each metric's protocol. A
+  sampler is compiled once per (sampler, steps); the guidance scale is an argument.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +31,6 @@ import optax
 from genimg_jax import data, images, optim, parallel, samplers, state as state_lib, xla
 from genimg_jax.models import denoisers
 from genimg_jax.objectives import diffusion as diff
-from genimg_jax.tasks import sample_metrics
 
 
 class DiffusionTask:
@@ -68,7 +64,6 @@ class DiffusionTask:
       raise ValueError(f"diffusion.label_dropout must be in [0, 1), got {d.label_dropout}.")
     if e.sample_steps < 1 or e.bound_time_samples < 1:
       raise ValueError("eval.sample_steps and eval.bound_time_samples must be positive.")
-    sample_metrics.check(config)
     self.image_shape = data.image_shape(config)
     self.conditional = m.num_classes > 0
     self.model = denoisers.build_denoiser(m, self.image_shape)
@@ -195,11 +190,10 @@ class DiffusionTask:
             "labels": "uniform over classes" if self.conditional else "none",
             "quantized": "uint8"}
 
-  def export_samples(self, state, rng, n):
-    """(n samples in [-1, 1], their labels or None, about_samples()) as the metrics draw them."""
-    images_, labels = self.sample(self.sampling_params(state), rng, n,
-                                  self.config.metrics.batch_size, return_labels=True)
-    return images_, labels, self.about_samples()
+  def samples(self, state, rng, n):
+    """(n samples in [-1, 1], their labels or None), as the metrics and an export draw them."""
+    return self.sample(self.sampling_params(state), rng, n, self.config.metrics.batch_size,
+                       return_labels=True)
 
   # --- evaluation ------------------------------------------------------------------------
   def bound_step(self, params, batch, rng):
@@ -216,14 +210,8 @@ class DiffusionTask:
     out["count"] = jnp.sum(mask)
     return out
 
-  def bits_per_dim(self, params, mesh, rng):
-    """The test bound: {"bits_per_dim", "bits_per_dim_stderr", "nll", "prior", ...}."""
-    e = self.config.eval
-    sums = None
-    for i, local in enumerate(data.eval_batches(self.config, num_examples_limit=e.num_examples)):
-      s = self._bound(params, parallel.to_global(local, mesh), jax.random.fold_in(rng, i))
-      sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
-    sums = parallel.fetch(sums)
+  def bound_finish(self, sums):
+    """Sums over the test set -> {"bits_per_dim", "bits_per_dim_stderr", "nll", "prior", ...}."""
     n = float(sums["count"])
     nats_per_bit = float(np.prod(self.image_shape)) * np.log(2.0)
     nll = sums["nll"] / n
@@ -231,27 +219,25 @@ class DiffusionTask:
     out = {k: sums[k] / n for k in ("prior", "diffusion", "decoder")}
     out.update(nll=nll, bits_per_dim=nll / nats_per_bit,
                bits_per_dim_stderr=std / np.sqrt(n) / nats_per_bit,
-               bound_time_samples=e.bound_time_samples, num_examples=int(n))
+               bound_time_samples=self.config.eval.bound_time_samples, num_examples=int(n))
     return out
 
-  def evaluate(self, state, mesh, rng, final):
-    """Bits/dim, a sample grid, and (final, or periodic with metrics.periodic_num_samples)
-    the sample-quality metrics. Returns (metrics, {"samples": uint8 grid})."""
-    e = self.config.eval
-    params = self.sampling_params(state)
-    k_bound, k_grid, k_metrics = jax.random.split(rng, 3)
-    metrics = self.bits_per_dim(params, mesh, k_bound)
-    n = e.grid_size**2
+  # --- what the evaluators use (genimg_jax/evaluators/) ----------------------------------
+  def eval_params(self, state):
+    return self.sampling_params(state)
+
+  def eval_keys(self, rng):
+    """The bound, the grid and the sample metrics: the three parts of the evaluation key."""
+    return dict(zip(("bound", "sample_grid", "sample_quality"), jax.random.split(rng, 3)))
+
+  def bound(self, final):
+    """(step, finish) of the "bound" evaluator: the same at every evaluation."""
+    del final
+    return self._bound, self.bound_finish
+
+  def grid_samples(self, state, rng, n):
+    """n uint8 samples from fixed noise PRNGKey(seed + 1) (labels 0..9 in turn)."""
     fixed = jax.random.normal(jax.random.PRNGKey(self.config.seed + 1), (n, *self.image_shape))
     labels = jnp.arange(n) % self.config.model.num_classes if self.conditional else None
-    grid = self.sample(params, k_grid, n, n, labels, fixed)
-    metrics.update(nfe=samplers.nfe(e.sampler, e.sample_steps), guidance=float(e.guidance))
-    metrics.update(sample_metrics.evaluate(
-        self.config, functools.partial(self._sample_for_metrics, params), k_metrics,
-        self.about_samples(),
-        periodic=not final))
-    return metrics, {"samples": images.make_grid(images.to_uint8((grid + 1.0) / 2.0),
-                                                  e.grid_size)}
-
-  def _sample_for_metrics(self, params, rng, n):
-    return self.sample(params, rng, n, self.config.metrics.batch_size)
+    grid = self.sample(self.sampling_params(state), rng, n, n, labels, fixed)
+    return images.to_uint8((grid + 1.0) / 2.0)

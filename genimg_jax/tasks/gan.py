@@ -8,7 +8,8 @@ EMA of the generator's weights. State layout:
                statistics}
   ema_params   EMA of G's params ({} when gan.ema_decay = 0)
 Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty, and the
-gradient norms of both players.
+gradient norms of both players. The evaluators (config.evals) use samples,
+about_samples and grid_samples: the EMA generator's images.
 """
 
 import jax
@@ -19,7 +20,6 @@ import optax
 from genimg_jax import data, images, optim, parallel, state as state_lib, xla
 from genimg_jax.models import gan as gan_models
 from genimg_jax.objectives import gan as gan_obj
-from genimg_jax.tasks import sample_metrics
 
 
 class GANTask:
@@ -49,7 +49,6 @@ class GANTask:
     self.d_tx = optim.build_optimizer(config.d_optim, config.train.steps * g.n_critic)
     self.examples_per_step = config.train.batch_size * g.n_critic
     self.conditional = config.model.num_classes > 0
-    sample_metrics.check(config)
     self._generate = xla.jit(self.generate)
 
   # --- networks with their collections ------------------------------------------
@@ -166,10 +165,11 @@ class GANTask:
     """Images in [-1, 1] from the generator in inference mode."""
     return self._g(g_params, g_stats, z, y, False)[0]
 
-  def sample(self, state, rng, n, batch_size, return_labels=False):
-    """n generator samples (labels uniform when conditional) in [-1, 1], host float32 NHWC;
-    with return_labels, (samples, int32 labels [n] or None)."""
+  def samples(self, state, rng, n):
+    """(n generator samples in [-1, 1], host float32 NHWC; int32 labels [n] (uniform) when
+    conditional, else None), as the metrics and an export draw them."""
     params, stats = self.sampling_params(state), state.batch_stats["g"]
+    batch_size = self.config.metrics.batch_size
     out, labels = [], []
     for i in range(0, n, batch_size):
       b = min(batch_size, n - i)
@@ -178,20 +178,12 @@ class GANTask:
       y = self.sample_labels(ky, b)
       out.append(np.asarray(parallel.fetch(self._generate(params, stats, z, y))))
       labels.append(None if y is None else np.asarray(parallel.fetch(y), np.int32))
-    images = np.concatenate(out)
-    if return_labels:
-      return images, (None if labels[0] is None else np.concatenate(labels))
-    return images
+    return np.concatenate(out), (None if labels[0] is None else np.concatenate(labels))
 
   def about_samples(self):
     """What produces the samples of the metrics and of an export (their protocol)."""
     return {"sampler": "EMA generator" if self.config.gan.ema_decay > 0 else "generator",
             "labels": "uniform over classes" if self.conditional else "none"}
-
-  def export_samples(self, state, rng, n):
-    """(n samples in [-1, 1], their labels or None, about_samples()) as the metrics draw them."""
-    images, labels = self.sample(state, rng, n, self.config.metrics.batch_size, return_labels=True)
-    return images, labels, self.about_samples()
 
   def fixed_noise(self, n):
     """The same z (and labels) at every evaluation, so grids are comparable over steps."""
@@ -200,15 +192,13 @@ class GANTask:
     y = jnp.arange(n) % self.config.model.num_classes if self.conditional else None
     return z, y
 
-  def evaluate(self, state, mesh, rng, final):
-    """Sample grid always; FD/KID/PR/IS (tasks/sample_metrics.py) at the final evaluation
-    and, with metrics.periodic_num_samples, at the periodic ones."""
-    del mesh  # sampling and features are cheap next to training; done replicated
-    n = self.config.eval.grid_size**2
+  def eval_keys(self, rng):
+    """The sample metrics draw from the evaluation key itself."""
+    return {"sample_quality": rng}
+
+  def grid_samples(self, state, rng, n):
+    """n uint8 samples of fixed_noise: the same z (and labels) at every evaluation."""
+    del rng
     z, y = self.fixed_noise(n)
     x = self._generate(self.sampling_params(state), state.batch_stats["g"], z, y)
-    grid = images.make_grid(images.to_uint8(parallel.fetch(x), (-1.0, 1.0)), self.config.eval.grid_size)
-    results = sample_metrics.evaluate(
-        self.config, lambda r, k: self.sample(state, r, k, self.config.metrics.batch_size),
-        rng, {"sampler": self.about_samples()["sampler"]}, periodic=not final)
-    return results, {"samples": grid}
+    return images.to_uint8(parallel.fetch(x), (-1.0, 1.0))

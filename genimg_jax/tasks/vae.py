@@ -1,18 +1,16 @@
 """The VAE task: ELBO / IWAE training; test-set NLL, reconstruction quality, sample metrics.
 
-Evaluation on the test set:
-* the ELBO and its parts, and the IWAE bound with eval.iwae_k samples as the NLL (nats per
-  image and bits per dimension);
-* PSNR and SSIM of reconstructions (dm-pix's conventions: data range 1, 11x11 Gaussian
-  window, sigma 1.5): the decoder's mean at the posterior mean, in [0, 1], against the
-  test image's gray levels in [0, 1] (for binarized data: the image before binarization);
-* at the final evaluation, the sample-quality metrics (tasks/sample_metrics.py) of
-  samples that are the decoder's mean E[x|z] at z ~ N(0, I), as the literature reports
-  for Bernoulli decoders (not draws from p(x|z)).
+What it exposes to the evaluators (genimg_jax/evaluators/, declared in config.evals):
+* bound: the ELBO and its parts, and the IWAE bound with eval.iwae_k samples
+  (eval.periodic_iwae_k at periodic evaluations) as the NLL, in nats per image and bits
+  per dimension;
+* reconstruct: the decoder's mean at the posterior mean, in [0, 1] (for the PSNR / SSIM
+  of the "reconstruction" evaluator, against the test image's gray levels);
+* samples / grid_samples: the decoder's mean E[x|z] at z ~ N(0, I), as the literature
+  reports for Bernoulli decoders (not draws from p(x|z)).
 """
 import functools
 
-import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +19,6 @@ import optax
 from genimg_jax import data, images, optim, parallel, state as state_lib, xla
 from genimg_jax.models import vae as vae_models
 from genimg_jax.objectives import vae as vae_obj
-from genimg_jax.tasks import sample_metrics
 
 OBJECTIVES = ("elbo", "iwae")
 
@@ -48,13 +45,11 @@ class VAETask:
     for name in ("k",):
       if o[name] <= 0:
         raise ValueError(f"objective.{name} must be positive, got {o[name]}.")
-    sample_metrics.check(config)
     self.image_shape = data.image_shape(config)
     self.model = vae_models.build_vae(config.model, self.image_shape,
                                       vae_obj.LIKELIHOODS[o.likelihood])
     self.tx = optim.build_optimizer(config.optim, config.train.steps)
     self._eval_steps = {}  # iwae k -> jitted eval step
-    self._reconstruction_step = xla.jit(self.reconstruction_step)
     self._sample = xla.jit(self.sample_images, static_argnums=2)
     self.value_range = (0.0, 1.0) if o.likelihood == "bernoulli" else (-1.0, 1.0)
     common = dict(model_apply=self.model.apply, likelihood=o.likelihood,
@@ -95,12 +90,6 @@ class VAETask:
     return {"rec": jnp.sum(rec * mask), "kl": jnp.sum(kl * mask),
             "iwae": jnp.sum(bound * mask), "count": jnp.sum(mask)}
 
-  def reconstruction_step(self, params, batch):
-    """Masked sums over one eval batch of the reconstructions' PSNR and SSIM."""
-    _, xr = self.reconstruct(params, batch["image"])
-    psnr, ssim = reconstruction_quality(xr, batch["original"])
-    return {"psnr": jnp.sum(psnr * batch["mask"]), "ssim": jnp.sum(ssim * batch["mask"])}
-
   def finalize_eval(self, sums, iwae_k):
     """Sums over the eval set -> metrics (nats per image, bits per dim)."""
     n = sums["count"]
@@ -108,8 +97,7 @@ class VAETask:
     nll = -sums["iwae"] / n
     return {"elbo": -(sums["rec"] + sums["kl"]) / n, "rec": sums["rec"] / n,
             "kl": sums["kl"] / n, "nll": nll, "bits_per_dim": nll / (dims * np.log(2.0)),
-            "iwae_k": iwae_k, "psnr": sums["psnr"] / n, "ssim": sums["ssim"] / n,
-            "num_examples": int(n)}
+            "iwae_k": iwae_k, "num_examples": int(n)}
 
   def sample_images(self, params, rng, n):
     """n samples (the mean of p(x|z) for z ~ N(0, I)) in [0, 1] as float [n, H, W, C]."""
@@ -126,52 +114,37 @@ class VAETask:
     lo, hi = self.value_range
     return (x - lo) / (hi - lo), (xr - lo) / (hi - lo)
 
-  @staticmethod
-  def recon_grid(x, xr, ncols):
-    """Alternating rows of originals and their reconstructions (uint8 grid)."""
-    n = (len(x) // ncols // 2) * ncols
-    rows = []
-    for r in range(0, n, ncols):
-      rows += [x[r:r + ncols], xr[r:r + ncols]]
-    return images.make_grid(images.to_uint8(np.concatenate(rows)), ncols)
+  # --- what the evaluators use (genimg_jax/evaluators/) ----------------------------
+  def eval_params(self, state):
+    return state.params
 
-  def evaluate(self, state, mesh, rng, final):
-    """Test-set ELBO and IWAE NLL (k = eval.iwae_k when final, else eval.periodic_iwae_k),
-    plus sample and reconstruction grids. Returns (metrics, {name: uint8 grid}).
-    """
+  def eval_keys(self, rng):
+    """The bound and the sample metrics both draw from the evaluation key itself."""
+    return {"bound": rng, "sample_quality": rng}
+
+  def bound(self, final):
+    """(step, finish) of the "bound" evaluator: the IWAE bound with k = eval.iwae_k at the
+    final evaluation, eval.periodic_iwae_k at the periodic ones."""
     e = self.config.eval
     k = e.iwae_k if final else e.periodic_iwae_k
     if k not in self._eval_steps:
       self._eval_steps[k] = xla.jit(functools.partial(self.eval_step, iwae_k=k))
-    eval_step = self._eval_steps[k]
-    sums, first = None, None
-    batches = data.eval_batches(self.config, num_examples_limit=e.num_examples, originals=True)
-    for i, local in enumerate(batches):
-      batch = parallel.to_global(local, mesh)
-      s = dict(eval_step(state.params, batch, jax.random.fold_in(rng, i)),
-               **self._reconstruction_step(state.params, batch))
-      sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
-      first = batch if first is None else first
-    metrics = self.finalize_eval(parallel.fetch(sums), k)
-    n = e.grid_size**2
-    samples = xla.jit(self.sample_images, static_argnums=2, once=True)(  # one grid each
+    return self._eval_steps[k], functools.partial(self.finalize_eval, iwae_k=k)
+
+  def grid_samples(self, state, rng, n):
+    """n samples as uint8 from the fixed key PRNGKey(seed + 1): the same z at every step."""
+    del rng
+    samples = xla.jit(self.sample_images, static_argnums=2, once=True)(
         state.params, jax.random.PRNGKey(self.config.seed + 1), n)
-    x, xr = xla.jit(self.reconstruct, once=True)(state.params, first["image"])
-    x, xr = parallel.fetch((x, xr))
-    grids = {"samples": images.make_grid(images.to_uint8(parallel.fetch(samples)), e.grid_size),
-             "reconstructions": self.recon_grid(x[:n], xr[:n], e.grid_size)}
-    metrics.update(sample_metrics.evaluate(
-        self.config, lambda r, k: self.sample(state.params, r, k), rng,
-        self.about_samples(), periodic=not final))
-    return metrics, grids
+    return images.to_uint8(parallel.fetch(samples))
 
   def about_samples(self):
     """What produces the samples of the metrics and of an export (their protocol)."""
     return {"sampler": "decoder mean E[x|z], z ~ N(0, I)"}
 
-  def export_samples(self, state, rng, n):
-    """(n samples in [-1, 1], None: no labels, about_samples()) as the metrics draw them."""
-    return self.sample(state.params, rng, n), None, self.about_samples()
+  def samples(self, state, rng, n):
+    """(n samples in [-1, 1], None: no labels), as the metrics and an export draw them."""
+    return self.sample(state.params, rng, n), None
 
   def sample(self, params, rng, n):
     """n samples (sample_images) in [-1, 1] as host float32 NHWC, in batches."""
@@ -179,10 +152,3 @@ class VAETask:
     out = [np.asarray(parallel.fetch(self._sample(params, jax.random.fold_in(rng, i), min(b, n - i))))
            for i in range(0, n, b)]
     return np.concatenate(out) * 2.0 - 1.0
-
-
-def reconstruction_quality(recon, target):
-  """(PSNR, SSIM) per image of reconstructions against targets, both [B, H, W, C] in [0, 1]
-  (dm-pix: data range 1; SSIM with an 11x11 Gaussian window, sigma 1.5, "valid" filtering)."""
-  recon, target = jnp.clip(recon, 0.0, 1.0), jnp.clip(target, 0.0, 1.0)
-  return pix.psnr(recon, target), pix.ssim(recon, target)

@@ -1,4 +1,5 @@
-"""Sample-quality metrics of a generative task (GAN, VAE, diffusion), from config.metrics.
+"""The "sample_quality" evaluator: FD, KID, precision / recall and IS of a generative task's
+samples (GAN, VAE, diffusion), under the settings of config.metrics.
 
   check(config)                         before training: refuses a feature network trained
                                         on other data than the run's (metrics.allow_mismatched)
@@ -6,19 +7,53 @@
                                         N samples from `sample(rng, n)` scored under each
                                         feature network (periodic evaluations: N =
                                         metrics.periodic_num_samples, 0 = none)
+  SampleQuality(config, task)           the evaluator: check at construction, then
+                                        evaluate with task.samples and task.about_samples
 
 The feature networks: the project's classifier for the run's dataset
 (metrics.classifier_workdir, `metrics.num_samples` samples) and Inception-v3
 (metrics.inception_weights, `metrics.inception_num_samples` samples). A network whose
 path is "" or whose N is 0 is left out; one whose weights are missing is reported as
-skipped (`test/<name>/skipped`) and the run goes on.
+skipped (`test/<name>/skipped`) and the run goes on. The classifier is a finished run of
+the classifier task, restored through genimg_jax/runs.py; its protocol records the
+checkpoint's step and the sha256 of its weights.
+
+The numbers of the sampler's protocol that a table plots against (its NFE, the guidance
+scale) are reported as metrics as well ("nfe", "guidance"), at every evaluation.
 """
 import functools
 
 from absl import logging
 
-from genimg_jax import metrics
-from genimg_jax.tasks import classifier
+from genimg_jax import data, metrics, runs
+
+_HOW_TO_TRAIN = ("run `python launch.py --experiment=classifier_mnist` first, or set "
+                 "metrics.classifier_workdir")
+
+
+def trained_on(workdir):
+  """{"dataset", "image_shape"} of the classifier in `workdir`, from its config.json alone
+  (cheap: checked before training). Raises FeatureNetworkUnavailable."""
+  try:
+    cfg = runs.config_of(workdir)
+  except runs.RunUnavailable:
+    raise metrics.FeatureNetworkUnavailable(
+        f"no trained classifier in {workdir!r} ({_HOW_TO_TRAIN})") from None
+  return {"dataset": cfg.data.name, "image_shape": list(data.image_shape(cfg))}
+
+
+def classifier_network(workdir):
+  """The classifier run in `workdir` as a FeatureNetwork. Raises FeatureNetworkUnavailable."""
+  try:
+    restored = runs.restore(workdir)
+  except runs.RunUnavailable as e:
+    raise metrics.FeatureNetworkUnavailable(
+        f"no trained classifier in {workdir!r}: {e} ({_HOW_TO_TRAIN})") from None
+  if not hasattr(restored.task, "feature_network"):
+    raise metrics.FeatureNetworkUnavailable(
+        f"the run in {workdir!r} is a {restored.config.task} run, not a classifier "
+        f"({_HOW_TO_TRAIN})")
+  return restored.task.feature_network(restored)
 
 
 def _mismatch(config):
@@ -27,7 +62,7 @@ def _mismatch(config):
   if not m.classifier_workdir or m.num_samples <= 0:
     return None
   try:
-    on = classifier.trained_on(m.classifier_workdir)
+    on = trained_on(m.classifier_workdir)
   except metrics.FeatureNetworkUnavailable:
     return None  # reported as skipped at the evaluation
   if on["dataset"] != config.data.name:
@@ -50,7 +85,7 @@ def check(config):
 
 
 # Loaded once per process (a periodic evaluation reuses the final one's compiled networks).
-_LOADERS = {"classifier": functools.lru_cache(4)(classifier.feature_network),
+_LOADERS = {"classifier": functools.lru_cache(4)(classifier_network),
             "inception": functools.lru_cache(2)(metrics.inception_network)}
 
 
@@ -95,3 +130,20 @@ def evaluate(config, sample, rng, about, periodic=False):
     for k, v in metrics.score(config, net, samples[:n], protocol).items():
       results[f"{name}/{k}"] = v
   return results
+
+
+class SampleQuality:
+  type = "sample_quality"
+  needs = ("samples", "about_samples")
+
+  def __init__(self, config, task):
+    check(config)
+    self.config, self.task = config, task
+
+  def __call__(self, state, mesh, rng, final):
+    del mesh  # sampling and features are cheap next to training; done replicated
+    about = self.task.about_samples()
+    out = {k: about[k] for k in ("nfe", "guidance") if k in about}
+    out.update(evaluate(self.config, lambda r, n: self.task.samples(state, r, n)[0], rng,
+                        about, periodic=not final))
+    return out, {}

@@ -1,0 +1,71 @@
+"""A run that uses another finished run: the metrics' classifier, a teacher, an autoencoder.
+
+The using run names the other's workdir in one of its config fields
+(metrics.classifier_workdir today). `config_of(workdir)` reads that run's config.json
+alone (cheap: what a task checks before training); `restore(workdir)` builds that run's
+task from it and restores its latest checkpoint. `Restored.record()` is what the using run
+writes next to whatever it computes with it: the workdir as named, the step and a sha256
+of the restored parameters, so that a number can be traced to the exact weights.
+"""
+import dataclasses
+import hashlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from genimg_jax import checkpoint, files
+
+
+class RunUnavailable(FileNotFoundError):
+  """The named workdir holds no finished run (no config.json, or no checkpoint)."""
+
+
+@dataclasses.dataclass
+class Restored:
+  """A finished run: its workdir (as named), config, task, state at `step`, and the
+  sha256 of its parameters (params_sha256)."""
+  workdir: str
+  config: ml_collections.ConfigDict
+  task: Any
+  state: Any
+  step: int
+  params_sha256: str
+
+  def record(self):
+    """{"workdir", "step", "params_sha256"}: which weights were used."""
+    return {"workdir": str(self.workdir), "step": int(self.step),
+            "params_sha256": self.params_sha256}
+
+
+def config_of(workdir):
+  """The config of the run in `workdir` (its config.json). Raises RunUnavailable."""
+  path = files.join(workdir, "config.json")
+  if not path.exists():
+    raise RunUnavailable(f"no config.json in {workdir!r}")
+  return ml_collections.ConfigDict(files.read_json(path))
+
+
+def params_sha256(params):
+  """sha256 of a parameter tree's leaves in tree order (their bytes, on the host)."""
+  leaves = jax.tree.leaves(jax.device_get(params))
+  return hashlib.sha256(b"".join(np.asarray(v).tobytes() for v in leaves)).hexdigest()
+
+
+def restore(workdir):
+  """The run in `workdir` at its latest checkpoint, on the default device. Raises
+  RunUnavailable when it has no config.json or no checkpoint."""
+  from genimg_jax import tasks  # tasks may use restore (a teacher) at build time
+  config = config_of(workdir)
+  task = tasks.build_task(config)
+  ckpt = checkpoint.Checkpointer(workdir, 1)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise RunUnavailable(f"no checkpoint in {workdir!r}")
+    abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(0))
+    state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  return Restored(workdir, config, task, state, int(step), params_sha256(state.params))
