@@ -7,8 +7,8 @@ conv32-pool-conv64-pool-dense256-dense10, inputs in [-1, 1] (the range of genera
 samples), Adam with cosine decay, 3,000 steps of batch 128 (~6.4 epochs). The generative
 experiments read it from workdirs/classifier_mnist[_fashion] (metrics.classifier_workdir);
 a run on one dataset refuses a classifier trained on the other.
-Expected: test accuracy ~99.2% (MNIST) in ~7 min on 2 CPU cores; Fashion-MNIST: see
-docs/results.md.
+
+Expected: test accuracy 99.21%; 9 min.
 """
 from genimg_jax import configs
 

@@ -11,6 +11,8 @@ random horizontal flips omitted. Paper: FID 3.17, IS 9.46 (50,000 samples, 1000 
 steps). The final evaluation here: Inception FID of 10,000 samples against the test set
 with DDIM at 100 steps (eval.*), and the test bound in bits/dim (paper: <= 3.75).
 CIFAR-10 is not on this machine's disk: the runlocal variant runs on --mock_data.
+
+Expected: for a GPU or TPU: not measured here.
 """
 from genimg_jax import configs
 

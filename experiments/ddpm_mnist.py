@@ -14,7 +14,9 @@ with 200 warm-up steps and cosine decay, gradient clipping at 1; batch 64, 7,000
 (~7.5 epochs); EMA 0.999. The final evaluation: the test bound in bits/dim, and the
 sample metrics of 2,000 samples from the EMA weights with DDIM at 50 steps (classifier
 FD/KID/precision/recall/IS, Inception FID at N = 2,000: the sampling budget of a CPU);
-every 2,000 steps the same on 500 samples. Expected results: docs/results.md.
+every 2,000 steps the same on 500 samples.
+
+Expected: FID 17.9 (N = 2,000); 58 + 7 min.
 """
 from genimg_jax import configs
 

@@ -8,6 +8,8 @@ workdirs/ddpm_mnist_conditional with guidance scale w (eps = (1 + w) eps(z, y) -
 w eps(z, null)), labels uniform over the classes, DDIM at 50 steps; the sampler is
 compiled once for every scale. Classifier FD against IS per scale: the trade-off between
 fidelity and diversity that guidance controls.
+
+Expected: lowest classifier FD 15.7 at guidance 0.5 (N = 2,000); 39 min (6 trials).
 """
 from experiments import ddpm_mnist
 from genimg_jax import configs, sweep

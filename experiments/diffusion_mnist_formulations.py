@@ -12,6 +12,8 @@ the three share the U-Net, the optimizer, the 7,000 steps and the data, and diff
 in the formulation (objectives/diffusion.py), its training noise levels and its loss, so
 the table and the plot of classifier FD against NFE compare formulations at one budget.
 Each trial scores 500 samples under the MNIST classifier; Heun's steps are (NFE + 1) / 2.
+
+Expected: not measured yet.
 """
 from experiments import ddpm_mnist, edm_mnist, flow_mnist
 from genimg_jax import configs

@@ -10,6 +10,8 @@ parameters, batch 512, 200M images); this recipe keeps ddpm_cifar10's network an
 so its comparison with ddpm_cifar10 is the formulation's. The final evaluation: Inception
 FID of 10,000 samples, and the test bound in bits/dim. CIFAR-10 is not on this machine's
 disk: the runlocal variant runs on --mock_data.
+
+Expected: for a GPU or TPU: not measured here.
 """
 from experiments import ddpm_cifar10
 from genimg_jax import configs

@@ -15,6 +15,8 @@ training sigmas log-normal with P_mean = -1.2, P_std = 1.2 (diffusion.noise =
 0.002 to 80 (schedule "edm"); sampled with EDM's deterministic Heun sampler, 18 steps on
 the rho = 7 grid (35 network evaluations; eval.churn > 0 is its stochastic sampler).
 Variants: `dit` (flow_mnist's DiT), `conditional`, `fashion`, `runlocal`.
+
+Expected: not measured yet.
 """
 from experiments import ddpm_mnist, flow_mnist
 from genimg_jax import configs

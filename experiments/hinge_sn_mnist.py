@@ -1,6 +1,8 @@
 """Hinge loss with a spectrally normalized discriminator (Miyato et al. 2018) on MNIST.
 
   python launch.py --experiment=hinge_sn_mnist
+
+Expected: not measured yet.
 """
 from experiments import gan_mnist
 from genimg_jax import configs

@@ -7,6 +7,8 @@ linearly decaying rate in the paper (cosine here), G 256 / D 128 channels.
 FID with Inception-v3 on 10,000 samples against the test split.
 `sngan_cifar10:runlocal` runs here on tfds.testing.mock_data (CIFAR-10 is not on
 disk): random images with CIFAR-10's shapes, only to check that the code runs.
+
+Expected: for a GPU or TPU: not measured here.
 """
 from genimg_jax import configs
 

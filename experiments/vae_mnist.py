@@ -9,12 +9,12 @@ likelihood, dynamic binarization, ELBO, Adam with cosine decay, 130,000 steps of
 k=5000 on the 10,000 test images (the test NLL, as in the literature), PSNR/SSIM of
 test reconstructions, and the sample-quality metrics of 10,000 samples (the decoder's
 mean at z ~ N(0, I)).
-Expected: test NLL ~87.7 nats (IWAE k=5000), ELBO ~-91.7 nats, in ~14 min of
-training and evaluation on 2 CPU cores (plus the sample metrics: docs/results.md).
 
 The Fashion-MNIST variant trains on gray levels in [0, 1] under the Bernoulli
 cross-entropy (the "VAE (cross-entropy)" of Lucic et al. 2018): its "NLL" is then a bound
 on that cross-entropy, not a likelihood of discrete data.
+
+Expected: test NLL 87.74 nats (IWAE, k = 5000); 19 + 57 min.
 """
 from genimg_jax import configs
 

@@ -8,8 +8,9 @@ dense heads to a 50-d Gaussian. Decoder: the mirror, with 4x4 stride-2 transpose
 convolutions. Bernoulli likelihood, ELBO, Adam with cosine decay, 5,000 steps of
 batch 100. A convolutional decoder costs ~40x the MLP's per sample on a CPU, so the
 final evaluation uses IWAE k=100 (not 5000) on the full test set: an upper bound a
-little above the k=5000 one. Expected: test NLL ~93 nats (docs/results.md has the
-measured run, its sample metrics at N = 10,000 and its time).
+little above the k=5000 one.
+
+Expected: test NLL 93.11 nats (IWAE, k = 100); 6 + 43 min.
 """
 from experiments import vae_mnist
 from genimg_jax import configs

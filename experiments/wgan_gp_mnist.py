@@ -1,6 +1,8 @@
 """WGAN-GP (Gulrajani et al. 2017) on MNIST: Wasserstein loss, gradient penalty 10, 5 critic steps.
 
   python launch.py --experiment=wgan_gp_mnist
+
+Expected: not measured yet.
 """
 from experiments import gan_mnist
 from genimg_jax import configs
