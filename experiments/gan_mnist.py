@@ -27,7 +27,7 @@ loss, optimizers and EMA; about four times the FLOPs of a step, so 6,500 steps (
 epochs). Unconditional, it reaches a lower FID in those steps than the default reaches in
 30,000 (docs/results.md).
 
-Expected: FID 8.73 (N = 10,000); 12 + 14 min.
+Expected: FID 8.09 (N = 10,000); 10 + 24 min.
 """
 from genimg_jax import configs
 
