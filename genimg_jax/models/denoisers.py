@@ -2,7 +2,8 @@
 
 A denoiser is a Flax module called as `model(z_BHWC, noise_B, y_B, train=...)`: the noisy
 image, the parameterization's noise conditioning (objectives.diffusion.noise_conditioning
-of the log-SNR: the network never sees the objective's constants), the class labels
+of the log-SNR: the network never sees the objective's constants; [B, K] for K time
+variables, e.g. MeanFlow's (t, t - r), each embedded on its own), the class labels
 (None when unconditional; index model.num_classes is the null class of guidance), and
 it returns a prediction of the image's shape. A new backbone is a module in models/ and
 one entry in `build_denoiser`.
@@ -14,13 +15,17 @@ from genimg_jax.models.unet import UNet
 DENOISERS = ("unet", "dit")
 
 
-def build_denoiser(model_config, image_shape):
-  """The denoising network named by model_config.name, for images of image_shape (HWC)."""
+def build_denoiser(model_config, image_shape, conv_impl=None):
+  """The denoising network named by model_config.name, for images of image_shape (HWC).
+
+  conv_impl overrides model.conv_impl (layers.conv_modules): "flax" where the task
+  differentiates the network forward (jax.jvp), which the CPU forms' custom VJPs do not
+  support."""
   m = model_config
   if m.name == "unet":
     return UNet(image_shape[-1], m.channels, tuple(m.channel_mults), m.num_res_blocks,
                 tuple(m.attention_resolutions), m.dropout, m.num_classes, m.norm_groups,
-                layers.conv_modules(m.conv_impl)["conv"])
+                layers.conv_modules(conv_impl or m.conv_impl)["conv"])
   if m.name == "dit":
     return DiT(image_shape[-1], m.patch_size, m.hidden_size, m.depth, m.num_heads, m.mlp_ratio,
                m.num_classes)

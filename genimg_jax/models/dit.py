@@ -7,7 +7,7 @@ DiT(z_BHWC, noise_B, y_B) -> the prediction [B, H, W, C] (whatever the formulati
   to `hidden_size`; fixed 2-D sine-cosine position embeddings (half the channels for the
   row, half for the column, as DiT's / MAE's `get_2d_sincos_pos_embed`).
 * Conditioning c: the sinusoidal embedding of the noise conditioning (256 frequencies,
-  models/unet.py's) through a 2-layer SiLU MLP, plus a class embedding with one more
+  models/unet.py's; [B, K]: each of K time variables embedded) through a 2-layer SiLU MLP, plus a class embedding with one more
   "null" class (index num_classes) for classifier-free guidance when num_classes > 0.
 * `depth` blocks with adaLN-Zero: from SiLU(c) one Dense gives (shift, scale, gate) for
   the attention and for the MLP; LayerNorm without its own affine, x * (1 + scale) +
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genimg_jax.models.unet import timestep_embedding
+from genimg_jax.models.unet import noise_embedding
 
 
 def sincos_2d(h, w, dim):
@@ -89,7 +89,7 @@ class DiT(nn.Module):
     h, w = H // p, W // p
     patches = z_BHWC.reshape(B, h, p, w, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, h * w, -1)
     x = nn.Dense(D)(patches) + sincos_2d(h, w, D)[None]
-    c = nn.Dense(D)(nn.silu(nn.Dense(D)(timestep_embedding(noise_B, 256))))
+    c = nn.Dense(D)(nn.silu(nn.Dense(D)(noise_embedding(noise_B, 256))))
     if self.num_classes:
       c = c + nn.Embed(self.num_classes + 1, D)(y_B)  # + the null class
     for _ in range(self.depth):

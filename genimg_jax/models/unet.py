@@ -4,8 +4,9 @@ UNet(z_BHWC, noise_B, y_B) -> the prediction (eps, x0 or v) [B, H, W, C].
 
 * The noise level enters as a sinusoidal embedding of noise_B, the parameterization's
   noise conditioning (objectives.diffusion.noise_conditioning: the log-SNR mapped onto
-  DDPM's time steps [0, 1000], so discrete and continuous time share it), through a
-  2-layer MLP (SiLU) of 4 x channels, added inside every residual block.
+  DDPM's time steps [0, 1000], so discrete and continuous time share it; [B, K] for K
+  time variables, each embedded), through a 2-layer MLP (SiLU) of 4 x channels, added
+  inside every residual block.
 * Residual blocks: GroupNorm, SiLU, 3x3 conv, + the embedding, GroupNorm, SiLU, dropout,
   3x3 conv; a 1x1 conv on the skip when the channels change.
 * `channel_mults` per resolution (the first at the input's), `num_res_blocks` blocks per
@@ -36,6 +37,16 @@ def timestep_embedding(noise_B, dim, max_period=10_000.0):
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
   args = noise_B[:, None] * freqs[None]
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+def noise_embedding(noise, dim):
+  """The embedding of a denoiser's noise conditioning: timestep_embedding [B, dim] of a
+  [B] conditioning; of a [B, K] one (several time variables, e.g. MeanFlow's (t, t - r)),
+  each column's embedding side by side, [B, K * dim]."""
+  if noise.ndim == 1:
+    return timestep_embedding(noise, dim)
+  return jnp.concatenate([timestep_embedding(noise[:, k], dim) for k in range(noise.shape[1])],
+                         axis=-1)
 
 
 class ResBlock(nn.Module):
@@ -84,7 +95,7 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, z_BHWC, noise_B, y_B=None, train=False):
     ch = self.channels
-    emb = timestep_embedding(noise_B, ch)
+    emb = noise_embedding(noise_B, ch)
     emb = nn.Dense(4 * ch)(nn.silu(nn.Dense(4 * ch)(emb)))
     if self.num_classes:
       emb = emb + nn.Embed(self.num_classes + 1, 4 * ch)(y_B)  # + the null class

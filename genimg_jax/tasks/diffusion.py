@@ -35,6 +35,8 @@ from genimg_jax.objectives import diffusion as diff
 
 class DiffusionTask:
   """Plugs the diffusion objective into the training loop (see tasks/__init__.py)."""
+  SAMPLERS = samplers.SAMPLERS  # eval.sampler's values
+  TIME_VARIABLES = 1  # columns of the network's noise conditioning (1: a [B] vector)
 
   def __init__(self, config):
     self.config = config
@@ -44,7 +46,7 @@ class DiffusionTask:
                                  ("diffusion.noise", d.noise, diff.NOISE_LEVELS),
                                  ("diffusion.schedule", d.schedule, diff.SCHEDULES),
                                  ("eval.schedule", e.schedule or d.schedule, diff.SCHEDULES),
-                                 ("eval.sampler", e.sampler, samplers.SAMPLERS)):
+                                 ("eval.sampler", e.sampler, self.SAMPLERS)):
       if value not in allowed:
         raise ValueError(f"Unknown {name} {value!r}; allowed: {allowed}")
     if d.noise_std <= 0 or d.sigma_data <= 0:
@@ -93,9 +95,17 @@ class DiffusionTask:
   # --- the interface the loop uses --------------------------------------------------------
   def init_state(self, rng):
     z = jnp.zeros((1, *self.image_shape), jnp.float32)
-    params = self.model.init(rng, z, jnp.zeros((1,)), self.null_labels(1))["params"]
+    k = self.TIME_VARIABLES
+    params = self.model.init(rng, z, jnp.zeros((1,) if k == 1 else (1, k)),
+                             self.null_labels(1))["params"]
     ema = params if self.config.diffusion.ema_decay > 0 else {}
     return state_lib.create(params, self.tx.init(params), ema_params=ema)
+
+  def loss(self, params, x, labels, rng, dropout_rng):
+    """(loss, parts) of the training objective on the batch x (labels already dropped)."""
+    predict = lambda z, logsnr: self.predict(params, z, logsnr, labels, True, dropout_rng)
+    return diff.diffusion_loss(predict, x, rng, levels=self.levels, formulation=self.formulation,
+                               weighting=self.config.diffusion.loss_weighting)
 
   def train_step(self, state, batch, rng):
     """One optimizer step on the batch: (state, batch, rng) -> (state, metrics)."""
@@ -104,12 +114,7 @@ class DiffusionTask:
     k_loss, k_dropout, k_labels = jax.random.split(rng, 3)
     x = batch["image"]
     labels = self.drop_labels(k_labels, batch["label"]) if self.conditional else None
-
-    def loss_fn(params):
-      predict = lambda z, logsnr: self.predict(params, z, logsnr, labels, True, k_dropout)
-      return diff.diffusion_loss(predict, x, k_loss, levels=self.levels,
-                                 formulation=self.formulation, weighting=d.loss_weighting)
-
+    loss_fn = lambda params: self.loss(params, x, labels, k_loss, k_dropout)
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
