@@ -239,6 +239,28 @@ def edm(c, steps=18):
   return c
 
 
+def meanflow(c):
+  """A diffusion config as the meanflow task's (tasks/meanflow.py): the flow path,
+  MeanFlow's times and loss weighting (the paper's ImageNet settings), sampled in one
+  step."""
+  flow_matching(c)
+  c.task = "meanflow"
+  c.meanflow = ml_collections.ConfigDict()
+  c.meanflow.ratio = 0.25            # fraction of (r, t) draws with r != t (others: r = t)
+  c.meanflow.time_mean = -0.4        # r, t: the min and max of two logit-normal draws,
+  c.meanflow.time_std = 1.0          #   logit(t) ~ N(time_mean, time_std^2)
+  c.meanflow.adaptive_p = 1.0        # loss weight 1 / (||Delta||^2 + c)^p; 0: plain MSE
+  c.meanflow.adaptive_c = 1e-3
+  c.eval.sampler = "meanflow"        # meanflow (few-step) | ddpm | ddim | euler | heun
+  c.eval.sample_steps = 1            # network evaluations of the meanflow sampler
+  return c
+
+
+def meanflow_config():
+  """Defaults for the meanflow task: diffusion_config under `meanflow`."""
+  return meanflow(diffusion_config())
+
+
 def classifier_config():
   """Defaults for the classifier task (the feature network of the classifier metrics)."""
   c = base_config()
@@ -272,5 +294,5 @@ def on_dataset(c, name):
 def defaults(task):
   """The default config of a task: what a field that an older config.json lacks had."""
   makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config,
-            "diffusion": diffusion_config}
+            "diffusion": diffusion_config, "meanflow": meanflow_config}
   return makers[task]()

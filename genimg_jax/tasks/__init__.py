@@ -14,10 +14,10 @@ grid_samples, logits. A task writes no evaluation loop of its own.
 
 The loop owns everything else: mesh, data, checkpoints, evaluations, logging, results.
 """
-from genimg_jax.tasks import classifier, diffusion, gan, vae
+from genimg_jax.tasks import classifier, diffusion, gan, meanflow, vae
 
 TASKS = {"vae": vae.VAETask, "gan": gan.GANTask, "diffusion": diffusion.DiffusionTask,
-         "classifier": classifier.ClassifierTask}
+         "meanflow": meanflow.MeanFlowTask, "classifier": classifier.ClassifierTask}
 
 
 def build_task(config):

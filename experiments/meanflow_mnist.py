@@ -1,0 +1,37 @@
+"""MeanFlow on MNIST (Geng et al. 2025): a one-step generator trained from scratch on
+ddpm_mnist's U-Net and training budget.
+
+  python launch.py --experiment=classifier_mnist      # once: the feature network of FD/IS
+  python launch.py --experiment=meanflow_mnist
+  python launch.py --experiment=meanflow_mnist --experiment.eval.sample_steps=2 \
+      --evaluate=steps2                               # evaluate again at 2 steps
+  python launch.py --experiment=meanflow_mnist --experiment.eval.sampler=euler \
+      --experiment.eval.sample_steps=50 --evaluate=euler50
+
+Recipe: ddpm_mnist's U-Net (620k parameters, here with the two time embeddings (t, t - r)
+of tasks/meanflow.py), Adam 2e-3 with warm-up and cosine decay, batch 64, 7,000 steps,
+EMA 0.999 and its evaluation protocol (2,000 samples, the test bound in bits/dim), with
+the paper's CIFAR-10 settings of MeanFlow: 75% of the (r, t) draws with r != t,
+logit-normal(-2, 2) times, adaptive loss weight p = 0.75 (c = 1e-3); sampled in one
+network evaluation (eval.sampler "meanflow", eval.sample_steps 1). At r = t the network
+is a flow model, so `--experiment.eval.sampler=euler` samples it as flow_mnist would.
+Variants: `dit` (flow_mnist's DiT), `fashion`, `runlocal`.
+
+Expected: not measured yet.
+"""
+from experiments import ddpm_mnist, flow_mnist
+from genimg_jax import configs
+
+VARIANTS = ("dit", "fashion", "runlocal")
+
+
+def get_config(arg=None):
+  variants = configs.variants(arg, VARIANTS, "meanflow_mnist")
+  c = configs.meanflow(ddpm_mnist.get_config(",".join(sorted(variants - {"dit"}))))
+  c.meanflow.ratio = 0.75
+  c.meanflow.time_mean, c.meanflow.time_std = -2.0, 2.0
+  c.meanflow.adaptive_p = 0.75
+  c.eval.sample_steps = 1
+  if "dit" in variants:
+    flow_mnist.use_dit(c, "runlocal" in variants)
+  return c
