@@ -16,7 +16,7 @@ training sigmas log-normal with P_mean = -1.2, P_std = 1.2 (diffusion.noise =
 the rho = 7 grid (35 network evaluations; eval.churn > 0 is its stochastic sampler).
 Variants: `dit` (flow_mnist's DiT), `conditional`, `fashion`, `runlocal`.
 
-Expected: not measured yet.
+Expected: FID 18.05 (N = 2,000); 37 + 4 min.
 """
 from experiments import ddpm_mnist, flow_mnist
 from genimg_jax import configs
