@@ -1,9 +1,10 @@
 """A run that uses another finished run: the metrics' classifier, a teacher, an autoencoder.
 
 The using run names the other's workdir in one of its config fields
-(metrics.classifier_workdir today). `config_of(workdir)` reads that run's config.json
-alone (cheap: what a task checks before training); `restore(workdir)` builds that run's
-task from it and restores its latest checkpoint. `Restored.record()` is what the using run
+(metrics.classifier_workdir, distill.teacher_workdir). `config_of(workdir)` reads that
+run's config.json alone (cheap: what a task checks before training); `restore(workdir)`
+builds that run's task from it and restores its latest checkpoint, or the one at `step`
+(a teacher is named by workdir and step, so that a teacher trained further is noticed). `Restored.record()` is what the using run
 writes next to whatever it computes with it: the workdir as named, the step and a sha256
 of the restored parameters, so that a number can be traced to the exact weights.
 """
@@ -53,17 +54,22 @@ def params_sha256(params):
   return hashlib.sha256(b"".join(np.asarray(v).tobytes() for v in leaves)).hexdigest()
 
 
-def restore(workdir):
-  """The run in `workdir` at its latest checkpoint, on the default device. Raises
-  RunUnavailable when it has no config.json or no checkpoint."""
+def restore(workdir, step=None):
+  """The run in `workdir` at its latest checkpoint (or at `step`), on the default device.
+  Raises RunUnavailable when it has no config.json or no such checkpoint."""
   from genimg_jax import tasks  # tasks may use restore (a teacher) at build time
   config = config_of(workdir)
   task = tasks.build_task(config)
   ckpt = checkpoint.Checkpointer(workdir, 1)
   try:
-    step = ckpt.latest_step()
-    if step is None:
+    saved = sorted(ckpt.manager.all_steps())
+    if not saved:
       raise RunUnavailable(f"no checkpoint in {workdir!r}")
+    if step is None:
+      step = saved[-1]
+    elif step not in saved:
+      raise RunUnavailable(f"no checkpoint at step {step} in {workdir!r} (it holds steps "
+                           f"{', '.join(map(str, saved))})")
     abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(0))
     state, _ = ckpt.restore(step, abstract)
   finally:

@@ -79,6 +79,13 @@ def run(config, workdir, devices=None, fresh=False):
     return _train_and_evaluate(config, workdir, task, evals, mesh)
 
 
+def used_runs(task):
+  """{"used_runs": {role: runs.Restored.record()}} for a task built on other runs (its
+  `used_runs()`, e.g. a distillation's teacher), else {}: results.json names the weights."""
+  used = task.used_runs() if hasattr(task, "used_runs") else {}
+  return {"used_runs": used} if used else {}
+
+
 def evaluate(config, workdir, results_path, devices=None):
   """Evaluates the latest checkpoint of a run with this config's evaluation settings
   (eval.*, metrics.*: e.g. another sampler, number of steps or guidance scale) into
@@ -105,7 +112,7 @@ def evaluate(config, workdir, results_path, devices=None):
                "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
                "train_metrics": meta.get("train_metrics", {}),
                "eval_seconds": time.time() - t_eval, "devices": writers.devices(mesh),
-               "versions": writers.versions()}
+               **used_runs(task), "versions": writers.versions()}
     writers.write_json(results_path, results)
     if "samples" in grids and jax.process_index() == 0:
       from genimg_jax import images
@@ -259,7 +266,7 @@ def _train_and_evaluate(config, workdir, task, evals, mesh):
   finally:
     writer.close()
     ckpt.close()
-  results = record.results(config, eval_metrics, eval_seconds)
+  results = dict(record.results(config, eval_metrics, eval_seconds), **used_runs(task))
   files.retrying(lambda: writers.write_json(files.join(workdir, "results.json"), results),
                  "Writing results.json", t.storage_retry_seconds)
   logging.info("Results: %s", json.dumps(
