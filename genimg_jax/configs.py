@@ -261,6 +261,26 @@ def meanflow_config():
   return meanflow(diffusion_config())
 
 
+def distill(c, teacher_workdir, teacher_step, student_steps):
+  """A diffusion config (the teacher's experiment's) as one round of the distill task
+  (tasks/distill.py): the student takes student_steps DDIM steps where the teacher, the
+  run in teacher_workdir at checkpoint teacher_step, takes twice as many."""
+  c.task = "distill"
+  c.distill = ml_collections.ConfigDict()
+  c.distill.teacher_workdir = teacher_workdir
+  c.distill.teacher_step = teacher_step
+  c.distill.student_steps = student_steps
+  c.eval.sampler = "ddim"
+  c.eval.eta = 0.0
+  c.eval.sample_steps = student_steps
+  return c
+
+
+def distill_config():
+  """Defaults for the distill task: diffusion_config under `distill` (no teacher named)."""
+  return distill(diffusion_config(), "", 1, 1)
+
+
 def classifier_config():
   """Defaults for the classifier task (the feature network of the classifier metrics)."""
   c = base_config()
@@ -294,5 +314,6 @@ def on_dataset(c, name):
 def defaults(task):
   """The default config of a task: what a field that an older config.json lacks had."""
   makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config,
-            "diffusion": diffusion_config, "meanflow": meanflow_config}
+            "diffusion": diffusion_config, "meanflow": meanflow_config,
+            "distill": distill_config}
   return makers[task]()

@@ -46,7 +46,7 @@ def _expand(v, x):
   return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
 
 
-def _clipped(x0, z, logsnr):
+def clipped_x0_eps(x0, z, logsnr):
   """x0 clipped to [-1, 1] and the eps it implies at z."""
   alpha, sigma = diff.alpha_sigma(_expand(logsnr, z))
   x0 = jnp.clip(x0, -1.0, 1.0)
@@ -76,7 +76,7 @@ def sample(denoise, noise, rng, *, name, steps, schedule, eta=0.0, ode="sigma", 
     t = 1.0 - i / steps
     s = 1.0 - (i + 1) / steps
     logsnr_t, logsnr_s = schedule(jnp.full((B,), t)), schedule(jnp.full((B,), s))
-    x0, eps = _clipped(denoise(z, logsnr_t)[0], z, logsnr_t)
+    x0, eps = clipped_x0_eps(denoise(z, logsnr_t)[0], z, logsnr_t)
     alpha_t, sigma_t = diff.alpha_sigma(_expand(logsnr_t, z))
     alpha_s, sigma_s = diff.alpha_sigma(_expand(logsnr_s, z))
     # the ancestral step's variance: sigma_{t|s}^2 sigma_s^2 / sigma_t^2

@@ -46,6 +46,8 @@ GAN_TASK = "genimg_jax/tasks/gan.py"
 VAE_OBJ = "genimg_jax/objectives/vae.py"
 QUALITY = "genimg_jax/metrics/sample_quality.py"
 SCORES = "genimg_jax/metrics/scores.py"
+MF_OBJ = "genimg_jax/objectives/meanflow.py"
+PD_OBJ = "genimg_jax/objectives/distillation.py"
 
 # The diffusion unit tests (not the end-to-end run, not the 1-vs-4-device comparison).
 T_DIFF = ("tests/test_diffusion.py", "-k", "not end_to_end and not devices")
@@ -53,6 +55,8 @@ T_GAN_OBJ = ("tests/test_gan_objectives.py",)
 T_GAN_STEP = ("tests/test_gan.py", "-k", "penalty")
 T_VAE = ("tests/test_vae_objectives.py",)
 T_METRICS = ("tests/test_metrics.py",)
+T_MF = ("tests/test_meanflow.py", "-k", "not end_to_end and not refuses")
+T_PD = ("tests/test_distill.py", "-k", "not task and not runlocal")
 
 MUTATIONS = [
     # --- diffusion: schedules, forward process, targets ---------------------------------
@@ -248,6 +252,24 @@ MUTATIONS = [
     _m("the scores ignore metrics.kid_subsets", SCORES,
        "kernel_inception_distance(real_feats, fake_feats, m.kid_subsets,",
        "kernel_inception_distance(real_feats, fake_feats, 100,", T_METRICS),
+    # --- few-step generators: MeanFlow, progressive distillation ------------------------
+    _m("MeanFlow: the jvp's tangent in r, not in t", MF_OBJ,
+       "(v, jnp.zeros_like(r), jnp.ones_like(t))", "(v, jnp.ones_like(r), jnp.zeros_like(t))",
+       T_MF),
+    _m("MeanFlow: target v + (t - r) du/dt", MF_OBJ,
+       "return u, v - _expand(t - r, z) * dudt", "return u, v + _expand(t - r, z) * dudt", T_MF),
+    _m("MeanFlow sampler: u(z, t, r) (r and t swapped)", MF_OBJ,
+       "u_fn(z, jnp.full((n,), r), jnp.full((n,), t))",
+       "u_fn(z, jnp.full((n,), t), jnp.full((n,), r))", T_MF),
+    _m("distillation: the teacher's middle step at t - 1/N", PD_OBJ,
+       "schedule(t - 0.5 * dt)", "schedule(t - dt)", T_PD),
+    _m("distillation: x~ without the alpha_t correction", PD_OBJ,
+       "(alpha_s - ratio * alpha_t)", "alpha_s", T_PD),
+    _m("distillation: weight min(snr, 1) (not max)", PD_OBJ,
+       "jnp.maximum(jnp.exp(logsnr), 1.0)", "jnp.minimum(jnp.exp(logsnr), 1.0)", T_PD),
+    _m("distillation: student times on {0, ..., (N-1)/N}", PD_OBJ,
+       "jax.random.randint(rng, (n,), 1, student_steps + 1)",
+       "jax.random.randint(rng, (n,), 0, student_steps)", T_PD),
 ]
 
 

@@ -75,3 +75,21 @@ def test_sampler_flops_count_every_network_evaluation():
   assert images == 2
   loop = info["sampler_loop_flops_as_xla_counts"]  # about one step: a denoiser call and its update
   assert 45 * loop < info["flops_per_step"] <= bench.SAMPLER_STEPS * loop
+
+
+def test_generator_speed_rows_time_the_compiled_sampler(tmp_path):
+  """A cheap row of benchmarks/generators.py: a compiled call of `batch` images; the
+  distilled students' rows are their teacher's network under DDIM at N steps."""
+  import json
+  from benchmarks import generators
+  out = tmp_path / "generators.json"
+  generators.main(["--rows=gan_mnist:unconditional", "--batches=2", "--repeats=2",
+                   "--min_seconds=0.01", f"--out={out}"])
+  saved = json.loads(out.read_text())
+  (x,) = saved["results"]
+  assert x["row"] == "gan_mnist:unconditional" and x["nfe"] == 1 and x["batch"] == 2
+  assert x["min"] <= x["images_per_s"] <= x["max"]
+  assert np.isclose(x["ms_per_image"], 1000.0 / x["images_per_s"])
+  assert "| gan_mnist:unconditional | EMA generator | 1 | - |" in generators.table(saved)
+  c = generators.config_for("distill_mnist:2")
+  assert (c.experiment, c.eval.sampler, c.eval.sample_steps, c.eval.eta) == ("ddpm_mnist", "ddim", 2, 0)

@@ -14,10 +14,11 @@ grid_samples, logits. A task writes no evaluation loop of its own.
 
 The loop owns everything else: mesh, data, checkpoints, evaluations, logging, results.
 """
-from genimg_jax.tasks import classifier, diffusion, gan, meanflow, vae
+from genimg_jax.tasks import classifier, diffusion, distill, gan, meanflow, vae
 
 TASKS = {"vae": vae.VAETask, "gan": gan.GANTask, "diffusion": diffusion.DiffusionTask,
-         "meanflow": meanflow.MeanFlowTask, "classifier": classifier.ClassifierTask}
+         "meanflow": meanflow.MeanFlowTask, "distill": distill.DistillTask,
+         "classifier": classifier.ClassifierTask}
 
 
 def build_task(config):

@@ -1,0 +1,53 @@
+"""Progressive distillation of ddpm_mnist (Salimans & Ho 2022): rounds that halve the DDIM
+steps, 32 -> 16 -> 8 -> 4 -> 2 -> 1, each a run whose teacher is the previous round's.
+
+  python launch.py --experiment=classifier_mnist      # once: the feature network of FD/IS
+  python launch.py --experiment=ddpm_mnist            # the first teacher
+  for n in 16 8 4 2 1; do python launch.py --experiment=distill_mnist:$n; done
+
+The variant is the student's DDIM steps N (one of 16, 8, 4, 2, 1; none: 16); its teacher is
+workdirs/ddpm_mnist at step 7,000 sampled at 32 steps for N = 16, else
+workdirs/distill_mnist_<2N> at its last step (distill.teacher_workdir and
+distill.teacher_step: set them to distill another run). With `runlocal` (as
+`N,runlocal`) the teachers are the runlocal workdirs (workdirs/ddpm_mnist_runlocal,
+workdirs/distill_mnist_<2N>,runlocal).
+
+Recipe: ddpm_mnist's network, data and evaluation protocol (v-prediction on the cosine
+schedule, as the paper's); each round starts from its teacher's EMA weights and trains
+2,000 steps of batch 64 with Adam 1e-4 annealed to 0 by cosine decay (the paper anneals
+1e-4 linearly within each round), gradient clipping at 1, EMA 0.999; sampled by DDIM at
+N steps.
+
+Expected: not measured yet.
+"""
+from experiments import ddpm_mnist
+from genimg_jax import configs
+
+STUDENT_STEPS = (16, 8, 4, 2, 1)
+ROUND_STEPS = 2000
+
+
+def get_config(arg=None):
+  variants = configs.variants(arg, tuple(map(str, STUDENT_STEPS)) + ("runlocal",),
+                              "distill_mnist")
+  steps = [int(v) for v in variants if v != "runlocal"] or [STUDENT_STEPS[0]]
+  if len(steps) != 1:
+    raise ValueError("distill_mnist takes one student step count as its variant, one of "
+                     f"{', '.join(map(str, STUDENT_STEPS))} (e.g. distill_mnist:4).")
+  n, runlocal = steps[0], "runlocal" in variants
+  c = ddpm_mnist.get_config("runlocal" if runlocal else None)
+  suffix = ",runlocal" if runlocal else ""
+  if n == STUDENT_STEPS[0]:
+    teacher = "workdirs/ddpm_mnist" + ("_runlocal" if runlocal else "")
+    teacher_step = c.train.steps
+  else:
+    teacher = f"workdirs/distill_mnist_{2 * n}{suffix}"
+    teacher_step = None  # this config's own train.steps, set below
+  c.optim.lr = 1e-4
+  c.optim.schedule = "cosine"
+  c.optim.warmup_steps = 0
+  c.train.eval_every = 0
+  if not runlocal:
+    c.train.steps = ROUND_STEPS
+  configs.distill(c, teacher, teacher_step or c.train.steps, n)
+  return c
