@@ -82,3 +82,13 @@ def test_cpu_forms_take_flax_names():
            for c, t in ((nn.Conv, nn.ConvTranspose), (cpu_layers.Conv, cpu_layers.ConvTranspose))]
   assert trees[0] == trees[1]
   assert set(trees[0]["params"]) == {"Conv_0", "Conv_1", "ConvTranspose_0"}
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 7, 6, 16), 4), ((2, 5, 5, 8), 8), ((3, 4, 4, 6), 1)])
+def test_group_norm_equals_flax(shape, groups):
+  """The per-channel scale-and-shift form with statistics summed over H, W first: values
+  and gradients of nn.GroupNorm, for groups of several channels, of one, and one group;
+  the input off zero so that the variance is a difference of large terms."""
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), shape)
+  _assert_same_function(nn.GroupNorm(num_groups=groups), cpu_layers.GroupNorm(num_groups=groups),
+                        x, jit=True)

@@ -63,9 +63,10 @@ def _eqns(jaxpr):
 
 
 def _networks(conv_impl):
-  """The default conv VAE and DCGAN (D, G) as functions of (params, input)."""
-  from experiments import gan_mnist, vae_mnist_conv
-  from genimg_jax.models import gan as gan_models
+  """The default conv VAE, DCGAN (D, G) and a small diffusion U-Net (two resolutions) as
+  functions of (params, input)."""
+  from experiments import ddpm_mnist, gan_mnist, vae_mnist_conv
+  from genimg_jax.models import denoisers, gan as gan_models
   vc = vae_mnist_conv.get_config().model
   gc = gan_mnist.get_config("unconditional").model
   vc.conv_impl = gc.conv_impl = conv_impl
@@ -82,6 +83,13 @@ def _networks(conv_impl):
   zg = jax.random.normal(jax.random.PRNGKey(7), (2, gc.latent_dim))
   gv = g.init(jax.random.PRNGKey(2), zg, None, train=False)
   out["DCGAN G"] = (lambda p, z: g.apply(p, z, None, train=False), gv, zg)
+  uc = ddpm_mnist.get_config("runlocal").model
+  uc.conv_impl, uc.channel_mults = conv_impl, (1, 2)
+  unet = denoisers.build_denoiser(uc, (28, 28, 1))
+  noise = jnp.array([10.0, 900.0])
+  uv = unet.init(jax.random.PRNGKey(8), x, noise)  # off its zero output layers:
+  uv = jax.tree.map(lambda v: v + 0.05 * jax.random.normal(jax.random.PRNGKey(9), v.shape), uv)
+  out["U-Net"] = (lambda p, z: unet.apply(p, z, noise), uv, x)
   return out
 
 
@@ -112,7 +120,9 @@ def test_auto_conv_impl_is_cpu_on_a_cpu_backend():
   from genimg_jax.models import cpu_layers, layers
   assert jax.default_backend() == "cpu"
   assert layers.conv_modules("auto")["conv"] is cpu_layers.Conv
-  assert layers.conv_modules("flax") == {"conv": nn.Conv, "conv_transpose": nn.ConvTranspose}
+  assert layers.conv_modules("auto")["group_norm"] is cpu_layers.GroupNorm
+  assert layers.conv_modules("flax") == {"conv": nn.Conv, "conv_transpose": nn.ConvTranspose,
+                                         "group_norm": nn.GroupNorm}
   with pytest.raises(ValueError, match="Unknown model.conv_impl 'gpu'"):
     layers.conv_modules("gpu")
 

@@ -1,12 +1,14 @@
-"""Convolutions in forms that XLA:CPU runs fast: what the models use on a CPU only.
+"""Convolutions and GroupNorm in forms that XLA:CPU runs fast: what the models use on a
+CPU only.
 
-The models are plain Flax: they take their convolution modules as fields that default to
-nn.Conv and nn.ConvTranspose. `layers.conv_modules` injects the two classes below instead
-when model.conv_impl is "cpu", or "auto" on a CPU backend. Each takes the arguments of its
-Flax counterpart (the ones the models use), creates the same parameters under the same
-auto-names (Conv_i, ConvTranspose_i), so checkpoints move between the two forms, and
-computes the same function (tests/test_cpu_layers.py checks values and gradients).
-What differs is how, where XLA:CPU is slow at the plain form:
+The models are plain Flax: they take their convolution and normalization modules as
+fields that default to nn.Conv, nn.ConvTranspose and nn.GroupNorm. `layers.conv_modules`
+injects the classes below instead when model.conv_impl is "cpu", or "auto" on a CPU
+backend. Each takes the arguments of its Flax counterpart (the ones the models use),
+creates the same parameters under the same auto-names (Conv_i, ConvTranspose_i,
+GroupNorm_i), so checkpoints move between the two forms, and computes the same function
+(tests/test_cpu_layers.py checks values and gradients). What differs is how, where
+XLA:CPU is slow at the plain form:
 
 * Conv, stride 1, SAME, few output features (k*k*features <= 2*cin, e.g. a decoder's
   image-output layer): the input times every tap as one matmul, each tap's product then
@@ -22,7 +24,15 @@ What differs is how, where XLA:CPU is slow at the plain form:
   ("scatter"): XLA:CPU runs the gradient of a transposed convolution far slower than that
   of an ordinary one.
 
-Any other shape falls back to lax's convolution, as the Flax module computes it.
+* GroupNorm: the group statistics as sums over the image's rows and columns first (the
+  channels stay the contiguous minor dimension), then over each group's channels, and the
+  normalization as one per-channel scale and shift. nn.GroupNorm reduces over
+  [B, H, W, groups, channels per group] with a minor dimension of a few channels, which
+  XLA:CPU runs several times slower, forward and backward. Same statistics (the mean of x
+  and of x^2, as nn.GroupNorm's fast variance), summed in another order: equal to float
+  rounding, not bit for bit.
+
+Any other convolution shape falls back to lax's convolution, as the Flax module computes it.
 The measurements behind each choice: benchmarks/README.md, "Design notes".
 """
 from typing import Any, Sequence
@@ -230,3 +240,30 @@ def _strided_conv_bwd(residuals, dy_BHWF):
 
 
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
+# --- GroupNorm ---------------------------------------------------------------------------
+class GroupNorm(nn.Module):
+  """nn.GroupNorm(num_groups) over NHWC inputs (its epsilon, scale and bias, and its fast
+  variance E[x^2] - E[x]^2), with the statistics summed over H and W first."""
+  num_groups: int = 32
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    B, H, W, C = x_BHWC.shape
+    G = self.num_groups
+    if C % G:
+      raise ValueError(f"GroupNorm: {C} channels are not divisible into {G} groups.")
+    scale = self.param("scale", nn.initializers.ones, (C,))
+    bias = self.param("bias", nn.initializers.zeros, (C,))
+    n = H * W * (C // G)
+
+    def group_mean(v_BC):  # [B, C] sums over H, W -> the group's mean, per channel [B, C]
+      return jnp.repeat(v_BC.reshape(B, G, C // G).sum(-1) / n, C // G, axis=1)
+
+    mean = group_mean(jnp.sum(x_BHWC, axis=(1, 2)))
+    var = jnp.maximum(group_mean(jnp.sum(x_BHWC * x_BHWC, axis=(1, 2))) - mean * mean, 0.0)
+    a = jax.lax.rsqrt(var + self.epsilon) * scale  # x * a + b = (x - mean) / std * scale + bias
+    b = bias - mean * a
+    return x_BHWC * a[:, None, None, :] + b[:, None, None, :]

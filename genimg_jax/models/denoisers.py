@@ -23,9 +23,10 @@ def build_denoiser(model_config, image_shape, conv_impl=None):
   support."""
   m = model_config
   if m.name == "unet":
+    modules = layers.conv_modules(conv_impl or m.conv_impl)
     return UNet(image_shape[-1], m.channels, tuple(m.channel_mults), m.num_res_blocks,
                 tuple(m.attention_resolutions), m.dropout, m.num_classes, m.norm_groups,
-                layers.conv_modules(conv_impl or m.conv_impl)["conv"])
+                modules["conv"], modules["group_norm"])
   if m.name == "dit":
     return DiT(image_shape[-1], m.patch_size, m.hidden_size, m.depth, m.num_heads, m.mlp_ratio,
                m.num_classes)

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the models: activations and the convolution modules."""
+"""Small building blocks shared by the models: activations, the convolution and
+normalization modules."""
 import flax.linen as nn
 
 from genimg_jax import xla
@@ -22,10 +23,10 @@ def get_activation(name):
 
 
 def conv_modules(impl="auto"):
-  """The convolution modules the models are built with, by model.conv_impl:
-  {"conv": ..., "conv_transpose": ...}.
+  """The convolution and normalization modules the models are built with, by
+  model.conv_impl: {"conv": ..., "conv_transpose": ..., "group_norm": ...}.
 
-  "flax": nn.Conv and nn.ConvTranspose. "cpu": the forms of models/cpu_layers.py (same
+  "flax": nn.Conv, nn.ConvTranspose and nn.GroupNorm. "cpu": the forms of models/cpu_layers.py (same
   parameters and function, faster on XLA:CPU). "auto": "cpu" when jax computes on the
   CPU, else "flax". The only place where the models' layers depend on the platform.
   """
@@ -33,5 +34,6 @@ def conv_modules(impl="auto"):
     raise ValueError(f"Unknown model.conv_impl {impl!r}; allowed: {CONV_IMPLS}")
   if impl == "cpu" or (impl == "auto" and xla.on_cpu()):
     from genimg_jax.models import cpu_layers
-    return {"conv": cpu_layers.Conv, "conv_transpose": cpu_layers.ConvTranspose}
-  return {"conv": nn.Conv, "conv_transpose": nn.ConvTranspose}
+    return {"conv": cpu_layers.Conv, "conv_transpose": cpu_layers.ConvTranspose,
+            "group_norm": cpu_layers.GroupNorm}
+  return {"conv": nn.Conv, "conv_transpose": nn.ConvTranspose, "group_norm": nn.GroupNorm}

@@ -20,7 +20,8 @@ UNet(z_BHWC, noise_B, y_B) -> the prediction (eps, x0 or v) [B, H, W, C].
 
 Sized by config, from ~1M parameters for 28x28 MNIST to Ho et al.'s 35.7M CIFAR-10 net
 (channels 128, mults (1, 2, 2, 2), 2 blocks, attention at 16, dropout 0.1).
-The convolutions are the `conv` field (nn.Conv by default; models/cpu_layers.py on a CPU).
+The convolutions and group norms are the `conv` and `norm` fields (nn.Conv and
+nn.GroupNorm by default; the forms of models/cpu_layers.py on a CPU).
 """
 import math
 from typing import Any, Sequence
@@ -54,13 +55,14 @@ class ResBlock(nn.Module):
   dropout: float
   groups: int
   conv: ModuleDef = nn.Conv
+  norm: ModuleDef = nn.GroupNorm
 
   @nn.compact
   def __call__(self, x, emb, train):
-    h = nn.silu(nn.GroupNorm(num_groups=self.groups)(x))
+    h = nn.silu(self.norm(num_groups=self.groups)(x))
     h = self.conv(self.channels, (3, 3))(h)
     h = h + nn.Dense(self.channels)(nn.silu(emb))[:, None, None, :]
-    h = nn.silu(nn.GroupNorm(num_groups=self.groups)(h))
+    h = nn.silu(self.norm(num_groups=self.groups)(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = self.conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
     skip = x if x.shape[-1] == self.channels else self.conv(self.channels, (1, 1))(x)
@@ -70,11 +72,12 @@ class ResBlock(nn.Module):
 class AttnBlock(nn.Module):
   """Single-head self-attention over the H x W positions, residual."""
   groups: int
+  norm: ModuleDef = nn.GroupNorm
 
   @nn.compact
   def __call__(self, x):
     B, H, W, C = x.shape
-    h = nn.GroupNorm(num_groups=self.groups)(x).reshape(B, H * W, C)
+    h = self.norm(num_groups=self.groups)(x).reshape(B, H * W, C)
     q, k, v = jnp.split(nn.Dense(3 * C)(h), 3, axis=-1)
     weights = nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(C), axis=-1)
     h = nn.Dense(C, kernel_init=nn.initializers.zeros)(jnp.einsum("bqk,bkc->bqc", weights, v))
@@ -91,6 +94,7 @@ class UNet(nn.Module):
   num_classes: int = 0
   groups: int = 8
   conv: ModuleDef = nn.Conv
+  norm: ModuleDef = nn.GroupNorm
 
   @nn.compact
   def __call__(self, z_BHWC, noise_B, y_B=None, train=False):
@@ -99,29 +103,30 @@ class UNet(nn.Module):
     emb = nn.Dense(4 * ch)(nn.silu(nn.Dense(4 * ch)(emb)))
     if self.num_classes:
       emb = emb + nn.Embed(self.num_classes + 1, 4 * ch)(y_B)  # + the null class
-    block = lambda c: ResBlock(c, self.dropout, self.groups, self.conv)
+    block = lambda c: ResBlock(c, self.dropout, self.groups, self.conv, self.norm)
+    attention = lambda: AttnBlock(self.groups, self.norm)
     h = self.conv(ch, (3, 3))(z_BHWC)
     skips = [h]
     for level, mult in enumerate(self.channel_mults):
       for _ in range(self.num_res_blocks):
         h = block(ch * mult)(h, emb, train)
         if h.shape[1] in self.attention_resolutions:
-          h = AttnBlock(self.groups)(h)
+          h = attention()(h)
         skips.append(h)
       if level < len(self.channel_mults) - 1:
         h = self.conv(h.shape[-1], (3, 3), strides=2)(h)
         skips.append(h)
     h = block(h.shape[-1])(h, emb, train)
-    h = AttnBlock(self.groups)(h) if self.attention_resolutions else h
+    h = attention()(h) if self.attention_resolutions else h
     h = block(h.shape[-1])(h, emb, train)
     for level, mult in reversed(list(enumerate(self.channel_mults))):
       for _ in range(self.num_res_blocks + 1):
         h = block(ch * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
         if h.shape[1] in self.attention_resolutions:
-          h = AttnBlock(self.groups)(h)
+          h = attention()(h)
       if level > 0:
         size = skips[-1].shape[1:3]
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)[:, :size[0], :size[1]]
         h = self.conv(h.shape[-1], (3, 3))(h)
-    h = nn.silu(nn.GroupNorm(num_groups=self.groups)(h))
+    h = nn.silu(self.norm(num_groups=self.groups)(h))
     return self.conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)

@@ -159,7 +159,7 @@ def build_vae(model_config, image_shape, out_params):
     convs = conv_modules(m.conv_impl)
     enc = ConvEncoder(m.latent_dim, m.channels, m.depth, m.activation, dt, convs["conv"])
     dec = ConvDecoder(tuple(image_shape), out_params, m.channels, m.depth, m.activation, dt,
-                      **convs)
+                      convs["conv"], convs["conv_transpose"])
   else:
     raise ValueError(f"Unknown model {m.name!r} for the vae task; allowed: {MODELS}")
   return VAE(enc, dec)
