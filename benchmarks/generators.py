@@ -14,8 +14,8 @@ values, so no trained workdir is needed. Each (row, batch) is compiled, warmed u
 timed as --repeats repeats of enough calls to last >= --min_seconds each (median and
 [min, max]); the rows run one after another in this process, so compare them within one
 run (this VM's speed drifts between minutes). Every network runs in its task's own form:
-on CPU the diffusion U-Nets use the CPU convolutions (models/cpu_layers.py), the meanflow
-U-Net Flax's (tasks/meanflow.py says why).
+on CPU the U-Nets use the CPU forms of models/cpu_layers.py (the meanflow task's without
+the strided convolutions' custom VJP: tasks/meanflow.py says why).
 """
 import argparse
 import importlib

@@ -4,9 +4,10 @@ The using run names the other's workdir in one of its config fields
 (metrics.classifier_workdir, distill.teacher_workdir). `config_of(workdir)` reads that
 run's config.json alone (cheap: what a task checks before training); `restore(workdir)`
 builds that run's task from it and restores its latest checkpoint, or the one at `step`
-(a teacher is named by workdir and step, so that a teacher trained further is noticed). `Restored.record()` is what the using run
-writes next to whatever it computes with it: the workdir as named, the step and a sha256
-of the restored parameters, so that a number can be traced to the exact weights.
+(a teacher is named by workdir and step, so that a teacher trained further is noticed).
+`Restored.record()` is what the using run writes next to whatever it computes with it:
+the workdir as named, the step and a sha256 of the restored parameters, so that a number
+can be traced to the exact weights.
 """
 import dataclasses
 import hashlib

@@ -45,11 +45,16 @@ def _sigterm_at(monkeypatch, at_step):
 
 
 # meanflow: the diffusion task's loop state (EMA, label dropout keys) under its subclass,
-# with a jax.jvp in the step
+# with a jax.jvp in the step; its run is also meanflow_mnist's end-to-end test
 @pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist", "meanflow_mnist"])
 def test_sigterm_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
   c = _config(name)
   straight = train.run(c, str(tmp_path / "straight"))
+  if name == "meanflow_mnist":  # trained: one-step samples, the flow bound at r = t
+    m = straight["metrics"]
+    assert 0 < m["test/bits_per_dim"] < 20 and m["test/nfe"] == 1
+    assert np.isfinite(straight["train_metrics"]["fm_mse"])
+    assert (tmp_path / "straight" / "samples.png").exists()
   with monkeypatch.context() as m:
     _sigterm_at(m, 7)  # an arbitrary step, between checkpoints
     with pytest.raises(train.Preempted) as e:

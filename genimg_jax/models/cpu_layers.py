@@ -17,8 +17,10 @@ XLA:CPU is slow at the plain form:
 * Conv, stride 2, SAME: XLA's own convolution with hand-written gradients
   (`strided_conv`, a custom VJP): XLA:CPU's autodiff kernel gradient of a strided
   convolution lands in a non-canonical layout and runs in a naive loop inside a train
-  step. (A custom VJP has no forward-mode rule: jax.jvp through it fails, which is one
-  reason it is not the default form.)
+  step. A custom VJP has no forward-mode rule, so jax.jvp cannot go through it (one
+  reason it is not the default form): `Conv(..., custom_vjp=False)`
+  (layers.conv_modules(forward_differentiable=True)) keeps lax's strided convolution
+  and every other CPU form, all of which jax.jvp goes through.
 * ConvTranspose 4x4, stride 2, SAME: the four output phases as 2x2 correlations of the
   input interleaved ("phases"), or for few output features the all-taps matmul
   ("scatter"): XLA:CPU runs the gradient of a transposed convolution far slower than that
@@ -76,7 +78,9 @@ class _Convolution(nn.Module):
 
 
 class Conv(_Convolution):
-  """nn.Conv in XLA:CPU's fast forms (stride 1 or 2, SAME; else lax's convolution)."""
+  """nn.Conv in XLA:CPU's fast forms (stride 1 or 2, SAME; else lax's convolution).
+  custom_vjp=False: stride 2 as lax's convolution, so that jax.jvp goes through."""
+  custom_vjp: bool = True
 
   @nn.compact
   def __call__(self, x_BHWC):
@@ -85,7 +89,7 @@ class Conv(_Convolution):
     square_same = self.padding == "SAME" and k[0] == k[1]
     if square_same and s == (1, 1):
       y = conv2d(x, kernel)
-    elif square_same and s == (2, 2):
+    elif square_same and s == (2, 2) and self.custom_vjp:
       y = strided_conv(x, kernel)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, s, self.padding, dimension_numbers=_NHWC)

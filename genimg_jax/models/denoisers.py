@@ -15,15 +15,14 @@ from genimg_jax.models.unet import UNet
 DENOISERS = ("unet", "dit")
 
 
-def build_denoiser(model_config, image_shape, conv_impl=None):
+def build_denoiser(model_config, image_shape, forward_differentiable=False):
   """The denoising network named by model_config.name, for images of image_shape (HWC).
 
-  conv_impl overrides model.conv_impl (layers.conv_modules): "flax" where the task
-  differentiates the network forward (jax.jvp), which the CPU forms' custom VJPs do not
-  support."""
+  forward_differentiable: for a task that differentiates the network forward (jax.jvp):
+  layers.conv_modules' forms that jax.jvp goes through."""
   m = model_config
   if m.name == "unet":
-    modules = layers.conv_modules(conv_impl or m.conv_impl)
+    modules = layers.conv_modules(m.conv_impl, forward_differentiable)
     return UNet(image_shape[-1], m.channels, tuple(m.channel_mults), m.num_res_blocks,
                 tuple(m.attention_resolutions), m.dropout, m.num_classes, m.norm_groups,
                 modules["conv"], modules["group_norm"])

@@ -1,5 +1,7 @@
 """Small building blocks shared by the models: activations, the convolution and
 normalization modules."""
+import functools
+
 import flax.linen as nn
 
 from genimg_jax import xla
@@ -22,18 +24,23 @@ def get_activation(name):
   return ACTIVATIONS[name]
 
 
-def conv_modules(impl="auto"):
+def conv_modules(impl="auto", forward_differentiable=False):
   """The convolution and normalization modules the models are built with, by
   model.conv_impl: {"conv": ..., "conv_transpose": ..., "group_norm": ...}.
 
-  "flax": nn.Conv, nn.ConvTranspose and nn.GroupNorm. "cpu": the forms of models/cpu_layers.py (same
-  parameters and function, faster on XLA:CPU). "auto": "cpu" when jax computes on the
-  CPU, else "flax". The only place where the models' layers depend on the platform.
+  "flax": nn.Conv, nn.ConvTranspose and nn.GroupNorm. "cpu": the forms of
+  models/cpu_layers.py (same parameters and function, faster on XLA:CPU). "auto": "cpu"
+  when jax computes on the CPU, else "flax". The only place where the models' layers
+  depend on the platform. forward_differentiable: forms that jax.jvp goes through (the
+  CPU forms without the strided convolution's custom VJP), for a task that
+  differentiates the network forward.
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"Unknown model.conv_impl {impl!r}; allowed: {CONV_IMPLS}")
   if impl == "cpu" or (impl == "auto" and xla.on_cpu()):
     from genimg_jax.models import cpu_layers
-    return {"conv": cpu_layers.Conv, "conv_transpose": cpu_layers.ConvTranspose,
+    conv = (functools.partial(cpu_layers.Conv, custom_vjp=False) if forward_differentiable
+            else cpu_layers.Conv)
+    return {"conv": conv, "conv_transpose": cpu_layers.ConvTranspose,
             "group_norm": cpu_layers.GroupNorm}
   return {"conv": nn.Conv, "conv_transpose": nn.ConvTranspose, "group_norm": nn.GroupNorm}

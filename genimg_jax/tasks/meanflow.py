@@ -16,9 +16,9 @@ conditional model, combines the conditional and unconditional average velocities
 diffusion task combines eps (affine in the output at fixed z); the paper's training-time
 guidance (folded into the target) is not implemented.
 
-jax.jvp runs through the network, which the CPU convolution forms (custom VJPs) do not
-support, so the U-Net is built with Flax's convolutions on every platform
-(model.conv_impl "auto" or "flax"; "cpu" is refused).
+jax.jvp runs through the network, so it is built with the layer forms that jax.jvp goes
+through (denoisers.build_denoiser(forward_differentiable=True): on a CPU, the CPU forms
+but for the strided convolutions' custom VJP).
 """
 import jax.numpy as jnp
 
@@ -39,15 +39,12 @@ class MeanFlowTask(diffusion.DiffusionTask):
     if d.target != "flow" or d.schedule != "flow":
       raise ValueError("The meanflow task trains on the flow path: diffusion.target and "
                        f"diffusion.schedule must be 'flow', got {d.target!r}, {d.schedule!r}.")
-    if m.name == "unet" and m.conv_impl == "cpu":
-      raise ValueError("The meanflow task differentiates the network forward (jax.jvp), which "
-                       "model.conv_impl='cpu' does not support: use 'auto' or 'flax'.")
     if not 0.0 <= f.ratio <= 1.0 or f.time_std <= 0 or f.adaptive_p < 0 or f.adaptive_c <= 0:
       raise ValueError("meanflow.ratio must be in [0, 1], meanflow.time_std and adaptive_c "
                        f"positive and adaptive_p >= 0; got {f.ratio}, {f.time_std}, "
                        f"{f.adaptive_c}, {f.adaptive_p}.")
     super().__init__(config)
-    self.model = denoisers.build_denoiser(m, self.image_shape, conv_impl="flax")
+    self.model = denoisers.build_denoiser(m, self.image_shape, forward_differentiable=True)
 
   # --- the network ----------------------------------------------------------------------
   def average_velocity(self, params, z_t, r, t, labels, train=False, rng=None):
