@@ -104,6 +104,8 @@ def test_the_experiment_chains_its_rounds():
   c = distill_mnist.get_config("4")
   assert c.distill.teacher_workdir == "workdirs/distill_mnist_8"
   assert c.eval.sample_steps == c.distill.student_steps == 4
+  assert c.metrics.inception_num_samples == c.metrics.num_samples == 10_000
+  assert distill_mnist.get_config("8").metrics.inception_num_samples == 0  # on the way
   assert distill_mnist.get_config("runlocal").distill.student_steps == 16
   with pytest.raises(ValueError, match="one of 16, 8, 4, 2, 1"):
     distill_mnist.get_config("2,4")
