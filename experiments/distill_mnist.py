@@ -24,7 +24,7 @@ the likelihood. The rounds on the way (16 and 8 steps) report the classifier met
 only: the Inception features of 10,000 samples take most of an evaluation's time on a
 CPU, and the question is the few-step students' FID (4, 2 and 1 steps).
 
-Expected: not measured yet.
+Expected: FID 61.9 at 2 steps (N = 10,000); 4 x 9 + 39 min.
 """
 from experiments import ddpm_mnist
 from genimg_jax import configs
