@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import jax
 import numpy as np
@@ -43,54 +42,6 @@ def gcs():
         os.environ[k] = v
     proc.terminate()
     proc.wait()
-
-
-def _launch(*args):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user
-  return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
-
-
-def _listing(workdir):
-  """Every object under a gs:// folder, by its name relative to the folder."""
-  import fsspec
-  root = workdir[len("gs://"):]
-  return sorted(p[len(root) + 1:] for p in fsspec.filesystem("gs").find(root))
-
-
-def test_a_gs_workdir_holds_every_output_and_a_rerun_resumes(gcs):
-  from genimg_jax import files
-  workdir = gcs()
-  proc = _launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
-                 "--experiment.train.steps=10", "--compilation_cache=")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  names = _listing(workdir)
-  for name in ("config.json", "results.json", "samples.png", "reconstructions.png"):
-    assert name in names, names
-  assert any(n.startswith("checkpoints/10/state/") for n in names)
-  assert any(n.startswith("tensorboard/events.out.tfevents.") for n in names)
-  assert "lock" not in names  # released
-  r = files.read_json(files.join(workdir, "results.json"))
-  assert r["steps"] == 10 and np.isfinite(r["metrics"]["test/nll"])
-  # the TensorBoard events hold the train and test scalars and the images
-  import tensorflow as tf
-  event = next(n for n in names if n.startswith("tensorboard/"))
-  local = os.path.join(tempfile.mkdtemp(), "events")
-  with open(local, "wb") as f:
-    f.write(files.join(workdir, event).read_bytes())
-  tags = {v.tag for e in tf.compat.v1.train.summary_iterator(local) for v in e.summary.value}
-  assert {"train/loss", "test/nll", "samples", "reconstructions"} <= tags
-  # a rerun with more steps resumes from the gs:// checkpoint
-  proc = _launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
-                 "--experiment.train.steps=20", "--compilation_cache=")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Restored checkpoint at step 10" in proc.stderr
-  r = files.read_json(files.join(workdir, "results.json"))
-  assert r["resumed_from_step"] == 10 and r["steps"] == 20
-  # and a changed config is refused there as anywhere
-  proc = _launch("--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
-                 "--experiment.model.mlp_units=32", "--compilation_cache=")
-  assert proc.returncode == 2 and "holds another run" in proc.stderr
 
 
 def test_sigterm_then_resume_on_gs_equals_uninterrupted(gcs, monkeypatch):
@@ -137,11 +88,13 @@ def _emulator(port, state):
   return proc
 
 
-def test_a_storage_outage_is_one_line_and_a_rerun_after_it_resumes_exactly(tmp_path):
+def test_a_gs_workdir_survives_an_outage_resumes_exactly_and_holds_every_output(tmp_path):
   """The store goes away right after the checkpoint at step 20 is saved (the emulator is
   stopped, its objects kept) and comes back later on the same port: the run stops at its
   next save with one line and exit code 75, checkpoint 20 intact; the same command, once
-  the store answers, resumes from step 20 and ends where an uninterrupted run ends."""
+  the store answers, resumes from step 20 and ends where an uninterrupted run ends, with
+  every output of a run in the gs:// workdir; a changed config is refused there as
+  anywhere."""
   import signal
   import socket
   with socket.socket() as s:
@@ -157,13 +110,14 @@ def test_a_storage_outage_is_one_line_and_a_rerun_after_it_resumes_exactly(tmp_p
   def command(workdir):  # a progress line only at the end: the first write after the cut is a save
     return [sys.executable, "launch.py", "--experiment=vae_mnist:runlocal", f"--workdir={workdir}",
             "--experiment.train.steps=60", "--experiment.train.log_every=60",
-            "--experiment.train.checkpoint_every=20", "--experiment.train.storage_retry_seconds=2",
-            "--compilation_cache="]
+            "--experiment.train.checkpoint_every=20", "--experiment.train.storage_retry_seconds=2"]
+
+  def store():
+    import gcsfs
+    return gcsfs.GCSFileSystem(endpoint_url=url, token="anon", skip_instance_cache=True)
 
   def results(workdir):
-    import gcsfs
-    fs = gcsfs.GCSFileSystem(endpoint_url=url, token="anon", skip_instance_cache=True)
-    with fs.open(f"{workdir[len('gs://'):]}/results.json") as f:
+    with store().open(f"{workdir[len('gs://'):]}/results.json") as f:
       return json.load(f)
 
   emulator = _emulator(port, state)
@@ -202,6 +156,24 @@ def test_a_storage_outage_is_one_line_and_a_rerun_after_it_resumes_exactly(tmp_p
     timing = "steps_per_second"
     assert ({k: v for k, v in got["train_metrics"].items() if k != timing}
             == {k: v for k, v in want["train_metrics"].items() if k != timing})
+    # every output of a run is in the gs:// workdir, the lock released
+    root = cut[len("gs://"):]
+    names = sorted(p[len(root) + 1:] for p in store().find(root))
+    for name in ("config.json", "results.json", "samples.png", "reconstructions.png"):
+      assert name in names, names
+    assert any(n.startswith("checkpoints/60/state/") for n in names)
+    assert "lock" not in names
+    # its TensorBoard events hold the train and test scalars and the images
+    import tensorflow as tf
+    event = next(n for n in names if n.startswith("tensorboard/events.out.tfevents."))
+    local = tmp_path / "events"
+    local.write_bytes(store().cat_file(f"{root}/{event}"))
+    tags = {v.tag for e in tf.compat.v1.train.summary_iterator(str(local)) for v in e.summary.value}
+    assert {"train/loss", "test/nll", "samples", "reconstructions"} <= tags
+    # and a changed config is refused there as anywhere
+    other = subprocess.run(command(cut) + ["--experiment.model.mlp_units=32"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "holds another run" in other.stderr, other.stderr[-3000:]
   finally:
     for proc in [p for p in (straight, run) if p is not None] + [emulator]:
       proc.kill()
