@@ -15,7 +15,7 @@ MAY_CHANGE_BETWEEN_LAUNCHES = (
     "train.eval_every", "train.steps_per_call", "train.on_nonfinite", "train.max_rollbacks",
     "train.storage_retry_seconds",
     "data.prefetch", "data.data_dir", "data.eval_split", "model.conv_impl", "eval.*",
-    "metrics.*", "evals.*",
+    "metrics.*", "evals.*", "gan.truncation_psi", "gan.z_truncation",  # sampling only
 )
 
 # The classifier of the sample-quality metrics for each dataset (experiments/classifier_mnist.py).
@@ -145,7 +145,7 @@ def gan_config():
   c = base_config()
   c.task = "gan"
   c.data.preprocess = "symmetric"    # generators end in tanh
-  c.model.name = "dcgan"             # mlp | dcgan | resnet
+  c.model.name = "dcgan"             # mlp | dcgan | resnet | stylegan | biggan
   c.model.channels = 64              # G channels (of its last stage; resnet: of every block)
   c.model.d_channels = 0             # D channels (of its first stage); 0 = same as G (resnet: half)
   c.model.mlp_units = 512            # units per hidden layer of the mlp G and D
@@ -154,10 +154,20 @@ def gan_config():
   c.model.fc_units = 0               # dcgan: a fully connected hidden layer in G and D (0 = none)
   c.model.num_classes = 0            # > 0: class-conditional G, projection D
   c.model.latent_dim = 64
+  c.model.w_dim = 128                # stylegan: the width of w (models/stylegan.py)
+  c.model.mapping_layers = 4         # stylegan: layers of the mapping network
+  c.model.mapping_lr_mul = 0.01      # stylegan: the mapping network's learning-rate multiplier
+  c.model.mixing_prob = 0.9          # stylegan: style mixing in training; 0 = off
+  c.model.embed_dim = 32             # biggan: the shared class embedding's width
+  c.model.attention_resolution = 14  # biggan: self-attention after G's block of this size
   c.gan = ml_collections.ConfigDict()
   c.gan.loss = "non_saturating"      # minimax | non_saturating | hinge | wasserstein | least_squares
   c.gan.penalty = "none"             # none | wgan_gp | dragan | r1 | r2
   c.gan.penalty_weight = 10.0
+  c.gan.penalty_every = 1            # lazy regularization: the penalty on every k-th D step, weighted k
+  c.gan.truncation_psi = 1.0         # stylegan: samples and metrics from w_avg + psi (w - w_avg)
+  c.gan.z_truncation = 0.0           # > 0: samples' and metrics' z truncated to [-t, t] (BigGAN)
+  c.gan.g_ortho_weight = 0.0         # orthogonal regularization of G's weights (BigGAN: 1e-4)
   c.gan.n_critic = 1                 # D steps per G step (each on its own real batch)
   c.gan.ema_decay = 0.999            # EMA of G weights for samples and metrics; 0 = off
   c.optim.lr = 2e-4                  # G optimizer

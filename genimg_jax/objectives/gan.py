@@ -2,7 +2,8 @@
 
 Losses take discriminator outputs (logits / critic values) on real and fake
 batches and return scalars; `gan_losses(name)` gives the (d_loss, g_loss) pair.
-Penalties take a function x -> D(x) (one value per example) and batches.
+Penalties take a function x -> D(x) (one value per example) and batches;
+`orthogonal_penalty` takes the generator's parameters (BigGAN, Brock et al. 2019).
 
 References: minimax and non-saturating (Goodfellow et al. 2014), hinge (Lim & Ye
 2017; Miyato et al. 2018), Wasserstein (Arjovsky et al. 2017), least squares (Mao
@@ -104,3 +105,20 @@ def r2_penalty(d_fn, real, fake, rng):
 
 PENALTIES = {"wgan_gp": wgan_gp_penalty, "dragan": dragan_penalty,
              "r1": r1_penalty, "r2": r2_penalty}
+
+
+def orthogonal_penalty(params):
+  """BigGAN's orthogonal regularization (Brock et al. 2019): the sum over the weight
+  matrices of ||W^T W (1 - I)||_F^2, the squared cosines-without-normalization between
+  distinct filters, with W a kernel as [fan_in, features] (a convolution's k x k x C_in
+  rows). Vectors, embeddings and the conditional BatchNorm's gain and bias maps are left
+  out, as in BigGAN."""
+  total = jnp.zeros(())
+  for path, w in jax.tree_util.tree_leaves_with_path(params):
+    names = [str(getattr(k, "key", k)) for k in path]
+    if names[-1] != "kernel" or w.ndim < 2 or any("ConditionalBatchNorm" in n for n in names):
+      continue
+    m = w.reshape(-1, w.shape[-1])
+    gram = m.T @ m
+    total = total + jnp.sum((gram * (1.0 - jnp.eye(gram.shape[0], dtype=gram.dtype))) ** 2)
+  return total

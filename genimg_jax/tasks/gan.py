@@ -4,11 +4,18 @@ Per call of train_step: `gan.n_critic` discriminator updates (lax.scan, each on 
 own slice of the real batch and fresh noise), then one generator update, then the
 EMA of the generator's weights. State layout:
   params       {"g": ..., "d": ...}        opt_state {"g": ..., "d": ...}
-  batch_stats  {"g": G BatchNorm statistics, "d": D spectral-norm vectors / BatchNorm
-               statistics}
+  batch_stats  {"g": G BatchNorm statistics (StyleGAN: the running mean of w), "d": D
+               spectral-norm vectors / BatchNorm statistics}
   ema_params   EMA of G's params ({} when gan.ema_decay = 0)
-Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty, and the
-gradient norms of both players. The evaluators (config.evals) use samples,
+The penalty (gan.penalty) enters D's loss with gan.penalty_weight on every D step, or,
+with gan.penalty_every = k > 1, lazily: on every k-th D step, weighted k. In training
+the generator gets its own rngs ("noise", "mixing": the StyleGAN generator's noise
+inputs and style mixing); at evaluation the StyleGAN generator samples with the
+truncation trick at gan.truncation_psi, and any generator's z can be truncated to
+[-t, t] (gan.z_truncation, BigGAN's trick). gan.g_ortho_weight > 0 adds BigGAN's
+orthogonal regularization of G's weights to G's loss ("g_ortho").
+Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty (0 on the D steps
+a lazy penalty skips), and the gradient norms of both players. The evaluators (config.evals) use samples,
 about_samples and grid_samples: the EMA generator's images.
 """
 
@@ -43,6 +50,18 @@ class GANTask:
                        f"got {config.data.preprocess!r}.")
     if config.d_optim.lr <= 0:
       raise ValueError(f"d_optim.lr must be positive, got {config.d_optim.lr}.")
+    if g.penalty_every < 1:
+      raise ValueError(f"gan.penalty_every must be >= 1 (1 = every D step), got {g.penalty_every}.")
+    # the truncation trick: an input of the StyleGAN generator at evaluation
+    self._g_eval_kwargs = {}
+    if config.model.name == "stylegan":
+      self._g_eval_kwargs = {"truncation_psi": float(g.truncation_psi)}
+    elif g.truncation_psi != 1.0:
+      raise ValueError("gan.truncation_psi applies to the stylegan generator (model.name="
+                       f"'stylegan'), not to {config.model.name!r}.")
+    if g.z_truncation < 0 or g.g_ortho_weight < 0:
+      raise ValueError("gan.z_truncation (0 = off) and gan.g_ortho_weight must be >= 0, got "
+                       f"{g.z_truncation} and {g.g_ortho_weight}.")
     self.image_shape = data.image_shape(config)
     self.generator, self.discriminator = gan_models.build_gan(config.model, self.image_shape)
     self.g_tx = optim.build_optimizer(config.optim, config.train.steps)
@@ -52,13 +71,17 @@ class GANTask:
     self._generate = xla.jit(self.generate)
 
   # --- networks with their collections ------------------------------------------
-  def _g(self, g_params, g_stats, z, y, train):
-    """G(z, y) -> (images, new G stats)."""
+  def _g(self, g_params, g_stats, z, y, train, rng=None):
+    """G(z, y) -> (images, new G stats). rng, in training: the generator's own draws (the
+    StyleGAN generator's noise inputs and style mixing; other generators draw none)."""
     variables = {"params": g_params, **({"batch_stats": g_stats} if g_stats else {})}
     if train and g_stats:
-      x, upd = self.generator.apply(variables, z, y, train=True, mutable=["batch_stats"])
+      rngs = {} if rng is None else {"noise": jax.random.fold_in(rng, 0),
+                                     "mixing": jax.random.fold_in(rng, 1)}
+      x, upd = self.generator.apply(variables, z, y, train=True, mutable=["batch_stats"],
+                                    rngs=rngs)
       return x, upd["batch_stats"]
-    return self.generator.apply(variables, z, y, train=False), g_stats
+    return self.generator.apply(variables, z, y, train=False, **self._g_eval_kwargs), g_stats
 
   def _d(self, d_params, d_stats, x, y, train):
     """D(x, y) -> (outputs [B], new D stats)."""
@@ -87,7 +110,7 @@ class GANTask:
     ema = gv["params"] if self.config.gan.ema_decay > 0 else {}
     return state_lib.create(params, opt_state, ema_params=ema, batch_stats=stats)
 
-  def _d_objective(self, d_params, d_stats, real, y_real, fake, y_fake, rng):
+  def _d_objective(self, d_params, d_stats, real, y_real, fake, y_fake, rng, d_step):
     g = self.config.gan
     d_real, d_stats = self._d(d_params, d_stats, real, y_real, True)
     d_fake, d_stats = self._d(d_params, d_stats, fake, y_fake, True)
@@ -97,9 +120,13 @@ class GANTask:
       # Penalties differentiate D w.r.t. its input; the labels of real images are used
       # for interpolates too (as in conditional WGAN-GP implementations).
       d_fn = lambda x: self._d(d_params, d_stats, x, y_real, False)[0]
-      pen = gan_obj.PENALTIES[g.penalty](d_fn, real, fake, rng)
+      penalty = lambda: gan_obj.PENALTIES[g.penalty](d_fn, real, fake, rng)
+      if g.penalty_every == 1:
+        pen = penalty()
+      else:  # lazy regularization (Karras et al. 2020): every k-th D step, weighted k
+        pen = jax.lax.cond(d_step % g.penalty_every == 0, penalty, lambda: jnp.zeros(()))
       parts[g.penalty] = pen
-      loss = loss + g.penalty_weight * pen
+      loss = loss + g.penalty_weight * g.penalty_every * pen
     parts["d_loss"] = loss
     return loss, (parts, d_stats)
 
@@ -114,23 +141,25 @@ class GANTask:
 
     def d_update(carry, inputs):
       d_params, d_opt, d_stats, g_stats = carry
-      real, y_real, key = inputs
+      real, y_real, key, d_step = inputs
       kz, ky, kp = jax.random.split(key, 3)
       y_real = y_real if self.conditional else None
       y_fake = self.sample_labels(ky, B)
       z = jax.random.normal(kz, (B, self.config.model.latent_dim))
-      fake, _ = self._g(p["g"], g_stats, z, y_fake, True)  # batch stats, not stored
+      fake, _ = self._g(p["g"], g_stats, z, y_fake, True,  # batch stats, not stored
+                        jax.random.fold_in(key, 3))
       fake = jax.lax.stop_gradient(fake)
       (_, (parts, d_stats)), grads = jax.value_and_grad(self._d_objective, has_aux=True)(
-          d_params, d_stats, real, y_real, fake, y_fake, kp)
+          d_params, d_stats, real, y_real, fake, y_fake, kp, d_step)
       updates, d_opt = self.d_tx.update(grads, d_opt, d_params)
       d_params = optax.apply_updates(d_params, updates)
       parts["d_grad_norm"] = state_lib.tree_norm(grads)
       return (d_params, d_opt, d_stats, g_stats), parts
 
     d_keys = jax.random.split(jax.random.fold_in(rng, 0), g_cfg.n_critic)
+    d_steps = state.step * g_cfg.n_critic + jnp.arange(g_cfg.n_critic)  # D steps so far
     (d_params, d_opt, d_stats, _), d_parts = jax.lax.scan(
-        d_update, (p["d"], o["d"], stats["d"], stats["g"]), (reals, labels, d_keys))
+        d_update, (p["d"], o["d"], stats["d"], stats["g"]), (reals, labels, d_keys, d_steps))
     d_parts = jax.tree.map(lambda v: v[-1], d_parts)
 
     kz, ky = jax.random.split(jax.random.fold_in(rng, 1))
@@ -138,18 +167,21 @@ class GANTask:
     y_fake = self.sample_labels(ky, B)
 
     def g_objective(g_params):
-      fake, g_stats = self._g(g_params, stats["g"], z, y_fake, True)
+      fake, g_stats = self._g(g_params, stats["g"], z, y_fake, True, jax.random.fold_in(rng, 2))
       d_fake, _ = self._d(d_params, d_stats, fake, y_fake, True)
-      loss = self.g_loss_fn(d_fake)
-      return loss, g_stats
+      loss, parts = self.g_loss_fn(d_fake), {}
+      if g_cfg.g_ortho_weight > 0:
+        parts["g_ortho"] = gan_obj.orthogonal_penalty(g_params)
+        loss = loss + g_cfg.g_ortho_weight * parts["g_ortho"]
+      return loss, (g_stats, parts)
 
-    (g_loss, g_stats), g_grads = jax.value_and_grad(g_objective, has_aux=True)(p["g"])
+    (g_loss, (g_stats, g_parts)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(p["g"])
     updates, g_opt = self.g_tx.update(g_grads, o["g"], p["g"])
     g_params = optax.apply_updates(p["g"], updates)
     ema = state.ema_params
     if g_cfg.ema_decay > 0:
       ema = state_lib.ema_update(ema, g_params, g_cfg.ema_decay)
-    metrics = dict(d_parts, g_loss=g_loss, g_grad_norm=state_lib.tree_norm(g_grads))
+    metrics = dict(d_parts, **g_parts, g_loss=g_loss, g_grad_norm=state_lib.tree_norm(g_grads))
     metrics["loss"] = d_parts["d_loss"] + g_loss  # the scalar whose finiteness is watched
     finite = state_lib.all_finite(metrics["loss"], g_grads, d_params)
     new = {"params": {"g": g_params, "d": d_params}, "opt_state": {"g": g_opt, "d": d_opt},
@@ -174,21 +206,32 @@ class GANTask:
     for i in range(0, n, batch_size):
       b = min(batch_size, n - i)
       kz, ky = jax.random.split(jax.random.fold_in(rng, i))
-      z = jax.random.normal(kz, (b, self.config.model.latent_dim))
+      z = self.eval_z(kz, b)
       y = self.sample_labels(ky, b)
       out.append(np.asarray(parallel.fetch(self._generate(params, stats, z, y))))
       labels.append(None if y is None else np.asarray(parallel.fetch(y), np.int32))
     return np.concatenate(out), (None if labels[0] is None else np.concatenate(labels))
 
+  def eval_z(self, key, n):
+    """The z of samples, metrics and grids: normal, or with gan.z_truncation = t > 0
+    truncated to [-t, t] (BigGAN's truncation trick)."""
+    shape, t = (n, self.config.model.latent_dim), self.config.gan.z_truncation
+    return jax.random.truncated_normal(key, -t, t, shape) if t > 0 else jax.random.normal(key, shape)
+
   def about_samples(self):
     """What produces the samples of the metrics and of an export (their protocol)."""
-    return {"sampler": "EMA generator" if self.config.gan.ema_decay > 0 else "generator",
-            "labels": "uniform over classes" if self.conditional else "none"}
+    g = self.config.gan
+    about = {"sampler": "EMA generator" if g.ema_decay > 0 else "generator",
+             "labels": "uniform over classes" if self.conditional else "none"}
+    if g.z_truncation > 0:
+      about["z_truncation"] = g.z_truncation
+    if self.config.model.name == "stylegan":
+      about["truncation_psi"] = g.truncation_psi
+    return about
 
   def fixed_noise(self, n):
     """The same z (and labels) at every evaluation, so grids are comparable over steps."""
-    key = jax.random.PRNGKey(self.config.seed + 1)
-    z = jax.random.normal(key, (n, self.config.model.latent_dim))
+    z = self.eval_z(jax.random.PRNGKey(self.config.seed + 1), n)
     y = jnp.arange(n) % self.config.model.num_classes if self.conditional else None
     return z, y
 
