@@ -95,12 +95,16 @@ def test_the_penalty_enters_the_critic_loss_with_its_weight(penalty):
                              atol=1e-5)
 
 
-def test_batchnorm_statistics_are_over_the_global_batch():
-  """One step on 4 devices equals one step on 1 device (G has BatchNorm)."""
-  c = gan_config()
+@pytest.mark.parametrize("name", ["gan_mnist", "stylegan_mnist", "biggan_mnist"])
+def test_batchnorm_statistics_are_over_the_global_batch(name):
+  """One step on 4 devices equals one step on 1 device (the DCGAN's G has BatchNorm,
+  BigGAN's conditional BatchNorm; the StyleGAN's D the minibatch standard deviation over
+  groups of images, its G the running mean of w)."""
+  c = gan_config(name)
   task = tasks.build_task(c)
-  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (64, 28, 28, 1), minval=-1, maxval=1),
-           "label": jnp.zeros((64,), jnp.int32)}
+  n = task.examples_per_step
+  batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1), minval=-1, maxval=1),
+           "label": jnp.arange(n, dtype=jnp.int32) % 10}
   outs = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)

@@ -11,6 +11,8 @@ Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
   D's convolutions, the InfoGAN architecture that Lucic et al. 2018 use on MNIST
   (fc_units 1024, D channels 64 and 128 with BatchNorm, G's seed 7x7x128).
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
+* StyleGAN2-style networks for 28x28 and 32x32: models/stylegan.py ("stylegan").
+* BigGAN-style class-conditional networks for 28x28 and 32x32: models/biggan.py ("biggan").
 
 The convolutional networks take their convolution modules as fields (`conv`,
 `conv_transpose`) that default to nn.Conv and nn.ConvTranspose; build_gan passes
@@ -33,6 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from genimg_jax.models import stylegan
 from genimg_jax.models.layers import conv_modules
 
 ModuleDef = Any
@@ -240,7 +243,7 @@ class ResNetDiscriminator(nn.Module):
     return _Projection(self.num_classes, sn)(h, y_B, train)
 
 
-GAN_MODELS = ("mlp", "dcgan", "resnet")
+GAN_MODELS = ("mlp", "dcgan", "resnet", "stylegan", "biggan")
 
 
 def build_gan(model_config, image_shape):
@@ -263,4 +266,22 @@ def build_gan(model_config, image_shape):
     return (ResNetGenerator(tuple(image_shape), m.channels, m.num_classes, convs["conv"]),
             ResNetDiscriminator(m.d_channels or m.channels // 2, m.d_norm, m.num_classes,
                                 convs["conv"]))
+  if m.name == "stylegan":
+    if m.d_norm != "none":
+      raise ValueError(f"The stylegan discriminator has no d_norm (equalized learning rate and "
+                       f"a penalty instead), got model.d_norm={m.d_norm!r}.")
+    return (stylegan.StyleGANGenerator(tuple(image_shape), m.channels, m.w_dim, m.mapping_layers,
+                                       m.mapping_lr_mul, m.num_classes,
+                                       mixing_prob=m.mixing_prob, conv=convs["conv"]),
+            stylegan.StyleGANDiscriminator(m.d_channels or m.channels, m.num_classes,
+                                           conv=convs["conv"]))
+  if m.name == "biggan":
+    from genimg_jax.models import biggan  # it builds on this module's D blocks
+    biggan.check_latent_dim(m.latent_dim, image_shape)
+    if m.d_norm != "spectral":
+      raise ValueError("The biggan networks are spectrally normalized in G and D: model.d_norm "
+                       f"must be 'spectral', got {m.d_norm!r}.")
+    return (biggan.BigGANGenerator(tuple(image_shape), m.channels, m.num_classes, m.embed_dim,
+                                   m.attention_resolution, convs["conv"]),
+            biggan.BigGANDiscriminator(m.d_channels or m.channels, m.num_classes, convs["conv"]))
   raise ValueError(f"Unknown model {m.name!r} for the gan task; allowed: {GAN_MODELS}")
