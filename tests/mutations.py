@@ -215,7 +215,10 @@ MUTATIONS = [
        "jnp.sum(grads.reshape(grads.shape[0], -1)**2, axis=-1)",
        "jnp.sum(jnp.abs(grads.reshape(grads.shape[0], -1)), axis=-1)", T_GAN_OBJ),
     _m("the GAN task drops the penalty weight", GAN_TASK,
-       "loss = loss + g.penalty_weight * pen", "loss = loss + pen", T_GAN_STEP),
+       "loss = loss + g.penalty_weight * g.penalty_every * pen", "loss = loss + pen", T_GAN_STEP),
+    _m("a lazy penalty without its weight k", GAN_TASK,
+       "g.penalty_weight * g.penalty_every * pen", "g.penalty_weight * pen",
+       ("tests/test_stylegan_biggan.py", "-k", "lazy")),
     # --- VAE objectives ------------------------------------------------------------------
     _m("Gaussian KL without -log var", VAE_OBJ,
        "jnp.exp(logvar) + mean**2 - 1.0 - logvar", "jnp.exp(logvar) + mean**2 - 1.0", T_VAE),
