@@ -53,6 +53,11 @@ def _upsample(x):
   return jax.image.resize(x, (B, 2 * H, 2 * W, C), "bilinear")
 
 
+def _unit_second_moment(v):
+  """v scaled to a mean square of 1 over its last axis (the mapping network's inputs)."""
+  return v * jax.lax.rsqrt(jnp.mean(v ** 2, axis=-1, keepdims=True) + 1e-8)
+
+
 def _downsample(x):
   return nn.avg_pool(x, (2, 2), (2, 2))
 
@@ -172,10 +177,9 @@ class StyleGANGenerator(nn.Module):
 
   def map(self, z, y=None):
     """w [B, w_dim] of z (and labels y)."""
-    h = z * jax.lax.rsqrt(jnp.mean(z ** 2, axis=-1, keepdims=True) + 1e-8)
+    h = _unit_second_moment(z)
     if self.num_classes:
-      e = self.label_embed(y)
-      h = jnp.concatenate([h, e * jax.lax.rsqrt(jnp.mean(e ** 2, -1, keepdims=True) + 1e-8)], -1)
+      h = jnp.concatenate([h, _unit_second_moment(self.label_embed(y))], -1)
     for layer in self.mapping:
       h = _lrelu(layer(h))
     return h
