@@ -8,6 +8,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
                            " --xla_backend_optimization_level=1").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# gcsfs, when imported with this unset, probes every bucket's type over gRPC (60 s timeouts
+# with retries) before each call; the storage emulator of test_gcs.py speaks the JSON API
+# only. gcsfs reads the variable once, at import, so it is set before any test imports it.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _shared = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
 if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_shared):
