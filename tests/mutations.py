@@ -273,6 +273,10 @@ MUTATIONS = [
     _m("distillation: student times on {0, ..., (N-1)/N}", PD_OBJ,
        "jax.random.randint(rng, (n,), 1, student_steps + 1)",
        "jax.random.randint(rng, (n,), 0, student_steps)", T_PD),
+    # --- the CPU forms' written gradients ------------------------------------------------
+    _m("same_conv: the input gradient with the kernel unflipped", "genimg_jax/models/cpu_layers.py",
+       "dx = same_conv(dy_BHWF, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))",
+       "dx = same_conv(dy_BHWF, kernel.transpose(0, 1, 3, 2))", ["tests/test_cpu_layers.py"]),
 ]
 
 

@@ -92,3 +92,26 @@ def test_group_norm_equals_flax(shape, groups):
   x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), shape)
   _assert_same_function(nn.GroupNorm(num_groups=groups), cpu_layers.GroupNorm(num_groups=groups),
                         x, jit=True)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_same_conv_equals_lax_to_the_second_derivative(k):
+  """same_conv's written gradients, and the gradient of its gradient (R1's), are lax's."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 5))
+  w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 5, 8))
+  lax_conv = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  f = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
+  np.testing.assert_allclose(cpu_layers.same_conv(x, w), lax_conv(x, w), atol=1e-4, rtol=1e-4)
+  for a, b in zip(jax.grad(f(cpu_layers.same_conv), (0, 1))(x, w),
+                  jax.grad(f(lax_conv), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  r1 = lambda conv: lambda w: jnp.sum(jax.grad(f(conv))(x, w) ** 2)
+  np.testing.assert_allclose(jax.grad(r1(cpu_layers.same_conv))(w), jax.grad(r1(lax_conv))(w),
+                             atol=1e-3, rtol=1e-4)
+
+
+def test_conv_with_written_gradients_equals_flax():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 16))
+  _assert_same_function(nn.Conv(16, (3, 3)), cpu_layers.Conv(16, (3, 3), written_gradients=True),
+                        x, jit=True)

@@ -273,8 +273,9 @@ def build_gan(model_config, image_shape):
     return (stylegan.StyleGANGenerator(tuple(image_shape), m.channels, m.w_dim, m.mapping_layers,
                                        m.mapping_lr_mul, m.num_classes,
                                        mixing_prob=m.mixing_prob, conv=convs["conv"]),
-            stylegan.StyleGANDiscriminator(m.d_channels or m.channels, m.num_classes,
-                                           conv=convs["conv"]))
+            stylegan.StyleGANDiscriminator(
+                m.d_channels or m.channels, m.num_classes,
+                conv=conv_modules(m.conv_impl, written_gradients=True)["conv"]))
   if m.name == "biggan":
     from genimg_jax.models import biggan  # it builds on this module's D blocks
     biggan.check_latent_dim(m.latent_dim, image_shape)

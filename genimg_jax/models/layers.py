@@ -24,7 +24,7 @@ def get_activation(name):
   return ACTIVATIONS[name]
 
 
-def conv_modules(impl="auto", forward_differentiable=False):
+def conv_modules(impl="auto", forward_differentiable=False, written_gradients=False):
   """The convolution and normalization modules the models are built with, by
   model.conv_impl: {"conv": ..., "conv_transpose": ..., "group_norm": ...}.
 
@@ -33,13 +33,16 @@ def conv_modules(impl="auto", forward_differentiable=False):
   when jax computes on the CPU, else "flax". The only place where the models' layers
   depend on the platform. forward_differentiable: forms that jax.jvp goes through (the
   CPU forms without the strided convolution's custom VJP), for a task that
-  differentiates the network forward.
+  differentiates the network forward. written_gradients: on a CPU, stride-1
+  convolutions with written-out gradients too (cpu_layers.same_conv), for a network whose
+  autodiff gradients XLA:CPU runs in its slow layout (the StyleGAN discriminator's).
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"Unknown model.conv_impl {impl!r}; allowed: {CONV_IMPLS}")
   if impl == "cpu" or (impl == "auto" and xla.on_cpu()):
     from genimg_jax.models import cpu_layers
     conv = (functools.partial(cpu_layers.Conv, custom_vjp=False) if forward_differentiable
+            else functools.partial(cpu_layers.Conv, written_gradients=True) if written_gradients
             else cpu_layers.Conv)
     return {"conv": conv, "conv_transpose": cpu_layers.ConvTranspose,
             "group_norm": cpu_layers.GroupNorm}
