@@ -4,8 +4,9 @@ per number of steps (the loop is a lax.fori_loop), with the guidance scale a tra
 
 A denoiser maps (z_t [B, ...], logsnr [B]) to (x0_hat, eps_hat) in the VP coordinates of
 objectives/diffusion.py, whatever the formulation. Every sampler starts from the same
-standard normal `noise` and returns its last x0 estimate, in [-1, 1] after clipping; the
-caller quantizes to uint8 before any metric. The schedule is the sampler's time grid
+standard normal `noise` and returns its last x0 estimate, clipped to `clip` (the task's
+encoder decides it: [-1, 1] for pixels, None for no clipping); the caller turns it into
+images (pixels: quantized to uint8) before any metric. The schedule is the sampler's time grid
 (eval.schedule), not the training distribution of noise levels.
 
 * "ddpm": ancestral sampling with the posterior q(z_s | z_t, x0_hat) (Ho et al. 2020, in
@@ -46,16 +47,21 @@ def _expand(v, x):
   return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
 
 
-def clipped_x0_eps(x0, z, logsnr):
-  """x0 clipped to [-1, 1] and the eps it implies at z."""
+def _clip(x, clip):
+  return x if clip is None else jnp.clip(x, *clip)
+
+
+def clipped_x0_eps(x0, z, logsnr, clip=(-1.0, 1.0)):
+  """x0 clipped to `clip` (None: not clipped) and the eps it implies at z."""
   alpha, sigma = diff.alpha_sigma(_expand(logsnr, z))
-  x0 = jnp.clip(x0, -1.0, 1.0)
+  x0 = _clip(x0, clip)
   return x0, (z - alpha * x0) / sigma
 
 
 def sample(denoise, noise, rng, *, name, steps, schedule, eta=0.0, ode="sigma", rho=EDM_RHO,
-           churn=0.0):
-  """Images (float, clipped to [-1, 1]) from `noise` [B, H, W, C] in `steps` steps.
+           churn=0.0, clip=(-1.0, 1.0)):
+  """Images (float, clipped to `clip`; None: not clipped) from `noise` [B, H, W, C] in
+  `steps` steps.
 
   denoise(z, logsnr [B]) -> (x0_hat, eps_hat); rng: the sampler's noise (ddpm, ddim with
   eta > 0, heun with churn > 0); schedule: t -> logsnr, the grid's time; ode, rho, churn:
@@ -69,14 +75,15 @@ def sample(denoise, noise, rng, *, name, steps, schedule, eta=0.0, ode="sigma", 
     raise ValueError(f"Unknown ODE variables {ode!r}; allowed: {ODES}")
   B = noise.shape[0]
   if name in ("euler", "heun"):
-    return _ode(denoise, noise, rng, steps, schedule, ode, rho, churn, second_order=name == "heun")
+    return _clip(_ode(denoise, noise, rng, steps, schedule, ode, rho, churn,
+                      second_order=name == "heun"), clip)
 
   def step(i, carry):
     z, _ = carry
     t = 1.0 - i / steps
     s = 1.0 - (i + 1) / steps
     logsnr_t, logsnr_s = schedule(jnp.full((B,), t)), schedule(jnp.full((B,), s))
-    x0, eps = clipped_x0_eps(denoise(z, logsnr_t)[0], z, logsnr_t)
+    x0, eps = clipped_x0_eps(denoise(z, logsnr_t)[0], z, logsnr_t, clip)
     alpha_t, sigma_t = diff.alpha_sigma(_expand(logsnr_t, z))
     alpha_s, sigma_s = diff.alpha_sigma(_expand(logsnr_s, z))
     # the ancestral step's variance: sigma_{t|s}^2 sigma_s^2 / sigma_t^2
@@ -145,4 +152,4 @@ def _ode(denoise, noise, rng, steps, schedule, ode, rho, churn, second_order):
       return x + (s_next - s_i) * 0.5 * (d + d2)
     return jax.lax.cond(s_next > 0, correct, lambda _: x_euler, None)
 
-  return jnp.clip(jax.lax.fori_loop(0, steps, step, taus[0] * noise), -1.0, 1.0)
+  return jax.lax.fori_loop(0, steps, step, taus[0] * noise)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genimg_jax import samplers, tasks, train
+from genimg_jax import encoders, samplers, tasks, train
 from genimg_jax.objectives import diffusion as D
 
 
@@ -466,13 +466,31 @@ def test_training_draws_one_noise_level_per_image_uniform_in_t():
 
 
 @pytest.mark.parametrize("name", samplers.SAMPLERS)
-def test_the_samplers_clip_the_denoisers_x0_to_the_data_range(name):
+def test_the_samplers_clip_the_denoisers_x0_to_the_encoders_range(name):
   """A denoiser that says x0 = 3 everywhere: every sampler's images are 1, the top of the
-  data range (DDPM and DDIM clip each step's x0, Heun its output)."""
+  pixels' range (DDPM and DDIM clip each step's x0, Euler and Heun their output), and 3
+  where the encoder does not clip (clip=None, as a latent space's)."""
   denoise = lambda z, logsnr: (jnp.full_like(z, 3.0), z)
-  x = samplers.sample(denoise, jnp.zeros((2, 1)), jax.random.PRNGKey(0), name=name, steps=3,
-                      schedule=D.logsnr_schedule("cosine"))
+  kw = dict(name=name, steps=3, schedule=D.logsnr_schedule("cosine"))
+  x = samplers.sample(denoise, jnp.zeros((2, 1)), jax.random.PRNGKey(0), **kw)
   np.testing.assert_array_equal(x, 1.0)
+  assert encoders.Pixels.clip == (-1.0, 1.0)
+  x = samplers.sample(denoise, jnp.zeros((2, 1)), jax.random.PRNGKey(0), clip=None, **kw)
+  np.testing.assert_allclose(x, 3.0, rtol=1e-5)
+
+
+def test_the_pixel_encoder_refuses_other_data_and_quantizes_samples():
+  from experiments import ddpm_mnist
+  c = ddpm_mnist.get_config("runlocal")
+  pixels = encoders.build_encoder(c)
+  assert pixels.shape == (28, 28, 1) and pixels.has_bound
+  x = np.array([-1.2, -1.0, 0.0, 0.003, 0.999, 1.5], np.float32).reshape(1, 1, 6, 1)
+  got = pixels.to_images(x).ravel()
+  np.testing.assert_allclose(got, np.round((np.clip(x.ravel(), -1, 1) + 1) * 127.5) / 127.5 - 1,
+                             atol=1e-6)
+  c.data.preprocess = "unit"
+  with pytest.raises(ValueError, match="must be 'symmetric'"):
+    encoders.build_encoder(c)
 
 
 # --- the formulations (flow matching, EDM) and the ODE samplers in their variables ---------

@@ -106,10 +106,10 @@ def test_times_are_ordered_logit_normal_with_the_ratio_distinct():
 def test_few_step_sampling_with_the_exact_average_velocity_is_exact(steps):
   """z_0 = z_1 std(0) / std(1) = S z_1 in any number of steps; deterministic."""
   noise = jax.random.normal(jax.random.PRNGKey(7), (5, 4, 4, 1))
-  x = mf.sample(exact_average_velocity, noise, steps, clip=False)
+  x = mf.sample(exact_average_velocity, noise, steps, clip=None)
   np.testing.assert_allclose(x, S * noise, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(x, mf.sample(exact_average_velocity, noise, steps, clip=False))
-  one = mf.sample(lambda z, r, t: jnp.ones_like(z) * _expand(t - r, z), noise, 1, clip=False)
+  np.testing.assert_array_equal(x, mf.sample(exact_average_velocity, noise, steps, clip=None))
+  one = mf.sample(lambda z, r, t: jnp.ones_like(z) * _expand(t - r, z), noise, 1, clip=None)
   np.testing.assert_allclose(one, noise - 1.0, rtol=1e-6)  # x = eps - u(eps, 0, 1)
 
 

@@ -5,7 +5,8 @@ DDIM step where its teacher takes two, so that N student steps sample as 2N teac
 In the VP coordinates of objectives/diffusion.py (z_t = alpha_t x + sigma_t eps), one DDIM
 step (eta = 0) from t to s with the estimate x0 is z_s = alpha_s x0 + sigma_s eps_hat,
 eps_hat = (z_t - alpha_t x0) / sigma_t; it is exactly the update of samplers.py's "ddim"
-(x0 clipped to [-1, 1] first, the eps it implies recomputed). On the student's grid of N
+(x0 clipped to the encoder's range first, [-1, 1] for pixels, the eps it implies
+recomputed). On the student's grid of N
 uniform steps in t (the DDIM sampler's grid), for t = i / N:
 
 * the teacher takes two DDIM steps, t -> t - 1/(2N) -> s = t - 1/N, landing on z_s;
@@ -30,9 +31,10 @@ def _expand(v, x):
   return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
 
 
-def ddim_step(denoise, z, logsnr_t, logsnr_s):
-  """One deterministic DDIM step from logsnr_t to logsnr_s ([B] each), as the sampler's."""
-  x0, eps = samplers.clipped_x0_eps(denoise(z, logsnr_t)[0], z, logsnr_t)
+def ddim_step(denoise, z, logsnr_t, logsnr_s, clip=(-1.0, 1.0)):
+  """One deterministic DDIM step from logsnr_t to logsnr_s ([B] each), as the sampler's
+  (x0 clipped to `clip`; None: not clipped)."""
+  x0, eps = samplers.clipped_x0_eps(denoise(z, logsnr_t)[0], z, logsnr_t, clip)
   alpha_s, sigma_s = diff.alpha_sigma(_expand(logsnr_s, z))
   return alpha_s * x0 + sigma_s * eps
 
@@ -43,20 +45,20 @@ def student_times(rng, n, student_steps):
   return i.astype(jnp.float32) / student_steps
 
 
-def target(teacher, z, t, *, student_steps, schedule):
+def target(teacher, z, t, *, student_steps, schedule, clip=(-1.0, 1.0)):
   """x~ [B, ...]: the x0 whose one DDIM step from (z, t) to t - 1/N lands where the
   teacher's two steps do. teacher(z, logsnr) -> (x0_hat, eps_hat); t: [B] on the grid."""
   dt = 1.0 / student_steps
   logsnr_t, logsnr_mid, logsnr_s = schedule(t), schedule(t - 0.5 * dt), schedule(t - dt)
-  z_mid = ddim_step(teacher, z, logsnr_t, logsnr_mid)
-  z_s = ddim_step(teacher, z_mid, logsnr_mid, logsnr_s)
+  z_mid = ddim_step(teacher, z, logsnr_t, logsnr_mid, clip)
+  z_s = ddim_step(teacher, z_mid, logsnr_mid, logsnr_s, clip)
   alpha_t, sigma_t = diff.alpha_sigma(_expand(logsnr_t, z))
   alpha_s, sigma_s = diff.alpha_sigma(_expand(logsnr_s, z))
   ratio = sigma_s / sigma_t
   return (z_s - ratio * z) / (alpha_s - ratio * alpha_t)
 
 
-def distillation_loss(student, teacher, x, rng, *, student_steps, schedule):
+def distillation_loss(student, teacher, x, rng, *, student_steps, schedule, clip=(-1.0, 1.0)):
   """(loss, parts) of one (t, eps) per image: the truncated-SNR-weighted error of the
   student's x0 against sg(x~). student, teacher: (z, logsnr) -> (x0_hat, eps_hat).
 
@@ -66,7 +68,7 @@ def distillation_loss(student, teacher, x, rng, *, student_steps, schedule):
   logsnr = schedule(t)
   z = diff.diffuse(x, logsnr, jax.random.normal(k_eps, x.shape))
   x_tilde = jax.lax.stop_gradient(target(teacher, z, t, student_steps=student_steps,
-                                         schedule=schedule))
+                                         schedule=schedule, clip=clip))
   x0_hat, _ = student(z, logsnr)
   error = jnp.mean(((x0_hat - x_tilde)**2).reshape(x.shape[0], -1), axis=-1)
   weight = jnp.maximum(jnp.exp(logsnr), 1.0)

@@ -78,9 +78,9 @@ def time_grid(steps):
   return jnp.linspace(1.0, 0.0, steps + 1)
 
 
-def sample(u_fn, noise, steps, clip=True):
-  """Images from `noise` (z at t = 1) in `steps` average-velocity steps; clipped to
-  [-1, 1] unless clip=False. u_fn(z, r [B], t [B]) -> the average velocity."""
+def sample(u_fn, noise, steps, clip=(-1.0, 1.0)):
+  """Images from `noise` (z at t = 1) in `steps` average-velocity steps, clipped to `clip`
+  (the encoder's range; None: not clipped). u_fn(z, r [B], t [B]) -> the average velocity."""
   grid = time_grid(steps)
   n = noise.shape[0]
 
@@ -89,4 +89,4 @@ def sample(u_fn, noise, steps, clip=True):
     return z - (t - r) * u_fn(z, jnp.full((n,), r), jnp.full((n,), t))
 
   x = jax.lax.fori_loop(0, steps, step, noise)
-  return jnp.clip(x, -1.0, 1.0) if clip else x
+  return x if clip is None else jnp.clip(x, *clip)

@@ -19,7 +19,8 @@ What it exposes to the evaluators (genimg_jax/evaluators/, config.evals; EMA wei
 * grid_samples: samples from fixed noise (fixed labels: 0..9 in turn) with the eval sampler;
 * samples: from eval.sampler with eval.sample_steps steps on the grid of eval.schedule
   (eval.eta for DDIM; eval.rho and eval.churn for Euler and Heun, in the formulation's ODE
-  variables) and guidance eval.guidance, quantized to uint8 first; about_samples (the
+  variables) and guidance eval.guidance, clipped and turned into images by the encoder
+  (genimg_jax/encoders.py; pixels: [-1, 1], quantized to uint8 first); about_samples (the
   sampler, its grid, its NFE and the guidance) goes into each metric's protocol. A
   sampler is compiled once per (sampler, steps); the guidance scale is an argument.
 """
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genimg_jax import data, images, optim, parallel, samplers, state as state_lib, xla
+from genimg_jax import encoders, images, optim, parallel, samplers, state as state_lib, xla
 from genimg_jax.models import denoisers
 from genimg_jax.objectives import diffusion as diff
 
@@ -57,16 +58,14 @@ class DiffusionTask:
     self.grid_schedule = diff.logsnr_schedule(e.schedule or d.schedule)  # the samplers'
     self.formulation = diff.formulation(d.target, d.sigma_data)
     self.levels = diff.noise_levels(d.noise, self.schedule, d.noise_mean, d.noise_std)
-    if config.data.preprocess != "symmetric":
-      raise ValueError("The diffusion task models 8-bit images in [-1, 1]: data.preprocess "
-                       f"must be 'symmetric', got {config.data.preprocess!r}.")
     if not 0.0 <= d.ema_decay < 1.0:
       raise ValueError(f"diffusion.ema_decay must be in [0, 1), got {d.ema_decay}.")
     if not 0.0 <= d.label_dropout < 1.0:
       raise ValueError(f"diffusion.label_dropout must be in [0, 1), got {d.label_dropout}.")
     if e.sample_steps < 1 or e.bound_time_samples < 1:
       raise ValueError("eval.sample_steps and eval.bound_time_samples must be positive.")
-    self.image_shape = data.image_shape(config)
+    self.encoder = encoders.build_encoder(config)  # what the network generates in
+    self.image_shape = self.encoder.shape
     self.conditional = m.num_classes > 0
     self.model = denoisers.build_denoiser(m, self.image_shape)
     self.tx = optim.build_optimizer(config.optim, config.train.steps)
@@ -112,7 +111,7 @@ class DiffusionTask:
     d = self.config.diffusion
     rng = jax.random.fold_in(rng, state.step)
     k_loss, k_dropout, k_labels = jax.random.split(rng, 3)
-    x = batch["image"]
+    x = self.encoder.encode(batch["image"])
     labels = self.drop_labels(k_labels, batch["label"]) if self.conditional else None
     loss_fn = lambda params: self.loss(params, x, labels, k_loss, k_dropout)
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -157,12 +156,14 @@ class DiffusionTask:
       def run(params, noise, labels, rng, guidance):
         return samplers.sample(self.denoiser(params, labels, guidance), noise, rng, name=sampler,
                                steps=steps, schedule=self.grid_schedule, eta=eta,
-                               ode=self.formulation.ode, rho=float(e.rho), churn=float(e.churn))
+                               ode=self.formulation.ode, rho=float(e.rho), churn=float(e.churn),
+                               clip=self.encoder.clip)
       self._samplers[key] = xla.jit(run)
     return self._samplers[key]
 
   def sample(self, params, rng, n, batch_size, labels=None, noise=None, return_labels=False):
-    """n samples with the eval sampler, quantized to uint8 (as float [-1, 1], host NHWC);
+    """n samples with the eval sampler, as the encoder's images (pixels: quantized to uint8,
+    as float [-1, 1], host NHWC);
     with return_labels, (samples, int32 labels [n] or None)."""
     e = self.config.eval
     fn = self.sample_fn(e.sampler, e.sample_steps, float(e.eta))
@@ -177,7 +178,7 @@ class DiffusionTask:
              else jax.random.randint(k_labels, (b,), 0, self.config.model.num_classes))
         drawn.append(np.asarray(parallel.fetch(y), np.int32))
       x = parallel.fetch(fn(params, z, y, k_sampler, jnp.float32(e.guidance)))
-      out.append(images.to_uint8(x, (-1.0, 1.0)).astype(np.float32) / 127.5 - 1.0)
+      out.append(self.encoder.to_images(x))
     if return_labels:
       return np.concatenate(out), (np.concatenate(drawn) if drawn else None)
     return np.concatenate(out)
@@ -238,6 +239,9 @@ class DiffusionTask:
   def bound(self, final):
     """(step, finish) of the "bound" evaluator: the same at every evaluation."""
     del final
+    if not self.encoder.has_bound:
+      raise ValueError("The bound in bits/dim is defined for pixel models only: leave the "
+                       "'bound' evaluator out of config.evals.")
     return self._bound, self.bound_finish
 
   def grid_samples(self, state, rng, n):

@@ -83,7 +83,8 @@ class DistillTask(diffusion.DiffusionTask):
     teacher = self.teacher.task.denoiser(self.teacher_params, None, 0.0)
     return distillation.distillation_loss(student, teacher, x, rng,
                                           student_steps=self.config.distill.student_steps,
-                                          schedule=self.grid_schedule)
+                                          schedule=self.grid_schedule,
+                                          clip=self.encoder.clip)
 
   def used_runs(self):
     """What results.json records of the teacher (train.used_runs)."""

@@ -84,7 +84,8 @@ class MeanFlowTask(diffusion.DiffusionTask):
     if key not in self._samplers:
       def run(params, noise, labels, rng, guidance):
         del rng  # deterministic given the noise
-        return mf.sample(self.guided_velocity(params, labels, guidance), noise, steps)
+        return mf.sample(self.guided_velocity(params, labels, guidance), noise, steps,
+                         self.encoder.clip)
       self._samplers[key] = xla.jit(run)
     return self._samplers[key]
 
