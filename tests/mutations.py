@@ -123,7 +123,7 @@ MUTATIONS = [
     _m("DDPM/DDIM time grid off by a step", SAMPLERS,
        "t = 1.0 - i / steps", "t = 1.0 - i / (steps + 1)", T_DIFF),
     _m("samplers without the x0 clip", SAMPLERS,
-       "x0 = jnp.clip(x0, -1.0, 1.0)", "x0 = x0", T_DIFF),
+       "return x if clip is None else jnp.clip(x, *clip)", "return x", T_DIFF),
     _m("Heun's grid with rho = 3", SAMPLERS, "EDM_RHO = 7.0", "EDM_RHO = 3.0", T_DIFF),
     _m("Heun starts at the noise, not sigma_max times it", SAMPLERS,
        "step, taus[0] * noise)", "step, noise)", T_DIFF),
