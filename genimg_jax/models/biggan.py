@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from genimg_jax.models import gan
+from genimg_jax.models.layers import upsample_nearest
 
 ModuleDef = Any
 
@@ -72,13 +73,12 @@ class _GBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, c, train):
-    up = lambda v: jnp.repeat(jnp.repeat(v, 2, axis=1), 2, axis=2)
     conv = lambda ch, k, v: _sn(self.conv(ch, (k, k)), v, train)
     h = nn.relu(ConditionalBatchNorm()(x, c, train))
-    h = conv(self.channels, 3, up(h))
+    h = conv(self.channels, 3, upsample_nearest(h))
     h = nn.relu(ConditionalBatchNorm()(h, c, train))
     h = conv(self.channels, 3, h)
-    return h + conv(self.channels, 1, up(x))
+    return h + conv(self.channels, 1, upsample_nearest(x))
 
 
 class BigGANGenerator(nn.Module):

@@ -156,6 +156,17 @@ def _tap_products(x_BHWC, kernel, pads):
   return jnp.pad(z.reshape(B, H, W, kh, kw, F), ((0, 0), pads, pads, (0, 0), (0, 0), (0, 0)))
 
 
+def _kernel_gradient(xpad_BHWC, dy_BHWF, stride):
+  """The kernel gradient [k, k, cin, F] of a convolution at `stride` of the padded input:
+  dk[i, j, c, f] = sum_{b, p, q} xpad[b, stride p + i, stride q + j, c] dy[b, p, q, f], as
+  a stride-1 convolution of xpad (as [cin, Hp, Wp, B]) with dy (as [oh, ow, B, F]) dilated
+  by `stride`: both operands in the canonical NHWC / HWIO layouts, which XLA:CPU runs fast."""
+  dk = jax.lax.conv_general_dilated(xpad_BHWC.transpose(3, 1, 2, 0), dy_BHWF.transpose(1, 2, 0, 3),
+                                    (1, 1), "VALID", rhs_dilation=(stride, stride),
+                                    dimension_numbers=_NHWC)
+  return dk.transpose(1, 2, 0, 3)
+
+
 def _conv_same(x_BHWC, kernel):
   p = (kernel.shape[0] - 1) // 2
   return jax.lax.conv_general_dilated(x_BHWC, kernel, (1, 1), ((p, p), (p, p)),
@@ -184,11 +195,9 @@ def _same_conv_bwd(residuals, dy_BHWF):
   x, kernel = residuals
   p = (kernel.shape[0] - 1) // 2
   xpad = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-  # dk[i, j, c, f] = sum_{b, h, w} xpad[b, h + i, w + j, c] dy[b, h, w, f]
-  dk = jax.lax.conv_general_dilated(xpad.transpose(3, 1, 2, 0), dy_BHWF.transpose(1, 2, 0, 3),
-                                    (1, 1), "VALID", dimension_numbers=_NHWC)
+  dk = _kernel_gradient(xpad, dy_BHWF, 1)
   dx = same_conv(dy_BHWF, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
-  return dx.astype(x.dtype), dk.transpose(1, 2, 0, 3).astype(kernel.dtype)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
 same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
@@ -278,13 +287,8 @@ def _strided_conv_bwd(residuals, dy_BHWF):
   x, kernel = residuals
   k, cin, F = kernel.shape[0], kernel.shape[2], kernel.shape[3]
   H, W = x.shape[1:3]
-  # dk[i, j, c, f] = sum_{b, p, q} xpad[b, 2p + i, 2q + j, c] dy[b, p, q, f]: a stride-1
-  # convolution of xpad (as [cin, Hp, Wp, B]) with dy (as [oh, ow, B, F]) dilated by 2,
-  # whose output is exactly [cin, k, k, F].
   xpad = jnp.pad(x, ((0, 0), _same_pads(H, k), _same_pads(W, k), (0, 0)))
-  dk = jax.lax.conv_general_dilated(xpad.transpose(3, 1, 2, 0), dy_BHWF.transpose(1, 2, 0, 3),
-                                    (1, 1), "VALID", rhs_dilation=(2, 2), dimension_numbers=_NHWC)
-  dk = dk.transpose(1, 2, 0, 3).astype(kernel.dtype)
+  dk = _kernel_gradient(xpad, dy_BHWF, 2).astype(kernel.dtype)
   if k == 4 and H % 2 == 0 and W % 2 == 0:  # SAME pads (1, 1): input 2p <- dy[p] k[1] + dy[p-1] k[3]
     dx = conv_transpose_4x4s2(dy_BHWF, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
   else:

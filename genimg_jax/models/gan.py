@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genimg_jax.models import stylegan
-from genimg_jax.models.layers import conv_modules
+from genimg_jax.models.layers import conv_modules, upsample_nearest
 
 ModuleDef = Any
 
@@ -170,12 +170,11 @@ class _GBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    up = lambda v: jnp.repeat(jnp.repeat(v, 2, axis=1), 2, axis=2)
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
-    h = self.conv(self.channels, (3, 3))(up(h))
+    h = self.conv(self.channels, (3, 3))(upsample_nearest(h))
     h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
     h = self.conv(self.channels, (3, 3))(h)
-    return h + self.conv(self.channels, (1, 1))(up(x))
+    return h + self.conv(self.channels, (1, 1))(upsample_nearest(x))
 
 
 class _DBlock(nn.Module):

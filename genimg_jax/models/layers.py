@@ -3,6 +3,7 @@ normalization modules."""
 import functools
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from genimg_jax import xla
 
@@ -16,6 +17,11 @@ ACTIVATIONS = {
     "swish": nn.swish,
 }
 CONV_IMPLS = ("auto", "flax", "cpu")
+
+
+def upsample_nearest(x_BHWC):
+  """x2 nearest-neighbour upsampling: each pixel repeated into a 2x2 block."""
+  return jnp.repeat(jnp.repeat(x_BHWC, 2, axis=1), 2, axis=2)
 
 
 def get_activation(name):

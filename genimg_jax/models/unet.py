@@ -29,6 +29,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from genimg_jax.models.layers import upsample_nearest
+
 ModuleDef = Any
 
 
@@ -126,7 +128,7 @@ class UNet(nn.Module):
           h = attention()(h)
       if level > 0:
         size = skips[-1].shape[1:3]
-        h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)[:, :size[0], :size[1]]
+        h = upsample_nearest(h)[:, :size[0], :size[1]]
         h = self.conv(h.shape[-1], (3, 3))(h)
     h = nn.silu(self.norm(num_groups=self.groups)(h))
     return self.conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
