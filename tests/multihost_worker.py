@@ -6,7 +6,8 @@ import os
 import sys
 
 workdir, pid, nproc, port, ndev = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={ndev}"  # and the tests' LLVM level
+                           " --xla_backend_optimization_level=1")
 os.environ["JAX_PLATFORMS"] = "cpu"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

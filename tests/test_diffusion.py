@@ -116,9 +116,8 @@ def test_samplers_ddim_is_deterministic_and_guidance_does_not_recompile(monkeypa
   params = jax.jit(task.init_state)(jax.random.PRNGKey(0)).params
   # random weights everywhere (the output layer starts at zero: a prediction of 0 would
   # not depend on the labels, nor on the guidance)
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
-  params = jax.tree.unflatten(tree, [0.2 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  rng = np.random.default_rng(9)  # numpy's: a compiled jax.random.normal per shape is slow
+  params = jax.tree.map(lambda l: 0.2 * rng.standard_normal(l.shape, np.float32), params)
   noise = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
   labels = jnp.arange(4)
   traces = []

@@ -1,4 +1,6 @@
 """The models: output shapes, compute dtypes, and plain Flax (forward-mode autodiff works)."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -62,33 +64,36 @@ def _eqns(jaxpr):
           yield from _eqns(sub)
 
 
+@functools.lru_cache(maxsize=None)
 def _networks(conv_impl):
-  """The default conv VAE, DCGAN (D, G) and a small diffusion U-Net (two resolutions) as
-  functions of (params, input)."""
+  """The runlocal conv VAE, DCGAN (D, G) and a small diffusion U-Net (two resolutions) as
+  functions of (params, input); initialized once per conv_impl (compiled: an eager init of
+  these networks takes seconds per op kind)."""
   from experiments import ddpm_mnist, gan_mnist, vae_mnist_conv
   from genimg_jax.models import denoisers, gan as gan_models
-  vc = vae_mnist_conv.get_config().model
-  gc = gan_mnist.get_config("unconditional").model
+  vc = vae_mnist_conv.get_config("runlocal").model
+  gc = gan_mnist.get_config("unconditional,runlocal").model
   vc.conv_impl = gc.conv_impl = conv_impl
   vae = vae_models.build_vae(vc, (28, 28, 1), 1)
   g, d = gan_models.build_gan(gc, (28, 28, 1))
   x = jax.random.uniform(jax.random.PRNGKey(5), (2, 28, 28, 1))
   z = jax.random.normal(jax.random.PRNGKey(6), (2, vc.latent_dim))
   out = {}
-  vp = vae.init(jax.random.PRNGKey(0), x, z)
+  vp = jax.jit(vae.init)(jax.random.PRNGKey(0), x, z)
   out["conv encoder"] = (lambda p, x: vae.apply(p, x, method="encode")[0], vp, x)
   out["conv decoder"] = (lambda p, z: vae.apply(p, z, method="decode"), vp, z)
-  dv = d.init(jax.random.PRNGKey(1), x, None, train=False)
+  dv = jax.jit(functools.partial(d.init, train=False))(jax.random.PRNGKey(1), x, None)
   out["DCGAN D"] = (lambda p, x: d.apply(p, x, None, train=False), dv, x)
   zg = jax.random.normal(jax.random.PRNGKey(7), (2, gc.latent_dim))
-  gv = g.init(jax.random.PRNGKey(2), zg, None, train=False)
+  gv = jax.jit(functools.partial(g.init, train=False))(jax.random.PRNGKey(2), zg, None)
   out["DCGAN G"] = (lambda p, z: g.apply(p, z, None, train=False), gv, zg)
   uc = ddpm_mnist.get_config("runlocal").model
   uc.conv_impl, uc.channel_mults = conv_impl, (1, 2)
   unet = denoisers.build_denoiser(uc, (28, 28, 1))
   noise = jnp.array([10.0, 900.0])
-  uv = unet.init(jax.random.PRNGKey(8), x, noise)  # off its zero output layers:
-  uv = jax.tree.map(lambda v: v + 0.05 * jax.random.normal(jax.random.PRNGKey(9), v.shape), uv)
+  uv = jax.jit(unet.init)(jax.random.PRNGKey(8), x, noise)  # off its zero output layers:
+  rng = np.random.default_rng(9)  # numpy's: one compiled jax.random.normal per shape is slow
+  uv = jax.tree.map(lambda v: v + 0.05 * rng.standard_normal(v.shape, np.float32), uv)
   out["U-Net"] = (lambda p, z: unet.apply(p, z, noise), uv, x)
   return out
 
@@ -98,7 +103,8 @@ def test_flax_path_models_are_plain_flax_and_forward_differentiable():
   for name, (f, params, x) in _networks("flax").items():
     assert not _custom_vjp_calls(jax.make_jaxpr(f)(params, x)), name
     tangent = jax.random.normal(jax.random.PRNGKey(3), x.shape)
-    _, dy = jax.jvp(lambda v: f(params, v), (x,), (tangent,))
+    jvp = jax.jit(lambda p, v, t, f=f: jax.jvp(lambda v: f(p, v), (v,), (t,))[1])
+    dy = jvp(params, x, tangent)
     assert np.all(np.isfinite(dy)) and float(jnp.abs(dy).max()) > 0, name
   # the check can fail: the CPU forms hold custom_vjp (the strided convolutions)
   f, params, x = _networks("cpu")["DCGAN D"]
@@ -151,9 +157,8 @@ def test_dit_predicts_zero_at_init_in_the_images_shape_and_is_trainable(shape, p
   out = apply(params, z, noise, y)
   assert out.shape == z.shape
   np.testing.assert_array_equal(out, 0.0)
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-  params = jax.tree.unflatten(tree, [0.1 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  rng = np.random.default_rng(2)  # numpy's: a compiled jax.random.normal per shape is slow
+  params = jax.tree.map(lambda l: 0.1 * rng.standard_normal(l.shape, np.float32), params)
   out = apply(params, z, noise, y)
   for other in (apply(params, z, noise + 100.0, y), apply(params, z, noise, (y + 1) % 11),
                 apply(params, z.at[:, :patch, :patch].add(1.0), noise, y)):
@@ -175,10 +180,9 @@ def test_jvp_through_the_denoisers_matches_finite_differences(name):
                     forward_differentiable=True)
   z = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
   noise, y = jnp.array([100.0, 700.0]), jnp.array([3, 10])
-  params = model.init(jax.random.PRNGKey(1), z, noise, y)
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-  params = jax.tree.unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), z, noise, y)
+  rng = np.random.default_rng(2)
+  params = jax.tree.map(lambda l: l + 0.05 * rng.standard_normal(l.shape, np.float32), params)
   f = lambda z, t: model.apply(params, z, t, y)
   assert not _custom_vjp_calls(jax.make_jaxpr(f)(z, noise))
   dz = jax.random.normal(jax.random.PRNGKey(3), z.shape)
