@@ -49,6 +49,22 @@ def config_of(workdir):
   return ml_collections.ConfigDict(files.read_json(path))
 
 
+def config_of_used(field, workdir, tasks, example):
+  """The config of the run that config field `field` names, checked to be a run of one of
+  `tasks`. Raises RunUnavailable (it is not there: train it first, e.g. `example`) or
+  ValueError (it is a run of another task)."""
+  try:
+    other = config_of(workdir)
+  except RunUnavailable as e:
+    raise RunUnavailable(
+        f"{field}: {e}. Train it first (e.g. `python launch.py --experiment={example}`) or "
+        f"point {field} at a finished {' or '.join(tasks)} run.") from None
+  if other.task not in tasks:
+    raise ValueError(f"The run in {field}={workdir!r} is a {other.task} run, not a "
+                     f"{' or '.join(tasks)} run.")
+  return other
+
+
 def params_sha256(params):
   """sha256 of a parameter tree's leaves in tree order (their bytes, on the host)."""
   leaves = jax.tree.leaves(jax.device_get(params))

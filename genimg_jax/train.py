@@ -86,6 +86,21 @@ def used_runs(task):
   return {"used_runs": used} if used else {}
 
 
+def check_used_runs(meta, task, workdir):
+  """Refuses to resume a run whose used runs (a teacher, an autoencoder) now hold other
+  weights than the ones its checkpoint was trained with (their workdir retrained in place:
+  same workdir and step, another sha256)."""
+  before = meta.get("used_runs", {})
+  for role, now in task.used_runs().items() if hasattr(task, "used_runs") else ():
+    was = before.get(role)
+    if was and was["params_sha256"] != now["params_sha256"]:
+      raise ValueError(
+          f"The run in {workdir} was trained with the {role} in {was['workdir']!r} at step "
+          f"{was['step']} (parameters sha256 {was['params_sha256'][:12]}...); that checkpoint "
+          f"now holds other weights (sha256 {now['params_sha256'][:12]}...). Restore the "
+          f"{role}'s run, or train this one in another workdir.")
+
+
 def evaluate(config, workdir, results_path, devices=None):
   """Evaluates the latest checkpoint of a run with this config's evaluation settings
   (eval.*, metrics.*: e.g. another sampler, number of steps or guidance scale) into
@@ -195,7 +210,8 @@ def _train_and_evaluate(config, workdir, task, evals, mesh):
   if start_step % k:  # only when resuming a run saved with another steps_per_call
     raise ValueError(f"The checkpoint at step {start_step} is not a multiple of "
                      f"train.steps_per_call={k}; resume with train.steps_per_call=1 (or a divisor).")
-  record = RunRecord(meta, start_step, mesh)
+  check_used_runs(meta, task, workdir)
+  record = RunRecord(meta, start_step, mesh, task)
   examples_per_step = getattr(task, "examples_per_step", t.batch_size)
 
   def batches_from(step, skipped):
@@ -303,11 +319,13 @@ class RunRecord:
   """What results.json and each checkpoint's meta record about the run, built in one place.
 
   Carried across launches in the checkpoint's meta: the training time of all launches,
-  the skipped batches, the last logged train metrics, and one entry per launch that
-  trained (its devices, processes and host, and the steps it ran).
+  the skipped batches, the last logged train metrics, one entry per launch that
+  trained (its devices, processes and host, and the steps it ran), and the records of the
+  runs it uses (check_used_runs compares them at a resume).
   """
 
-  def __init__(self, meta, start_step, mesh):
+  def __init__(self, meta, start_step, mesh, task=None):
+    self.used_runs = used_runs(task).get("used_runs", {}) if task is not None else {}
     self.skipped = list(meta.get("skipped_batches", []))
     self.train_seconds = float(meta.get("train_seconds", 0.0))
     self.train_metrics = dict(meta.get("train_metrics", {}))
@@ -343,7 +361,8 @@ class RunRecord:
   def meta(self, config, step):
     return {"experiment": config.experiment, "train_seconds": self.train_seconds,
             "skipped_batches": list(self.skipped), "train_metrics": self.train_metrics,
-            "launches": self._launches(step)}
+            "launches": self._launches(step),
+            **({"used_runs": self.used_runs} if self.used_runs else {})}
 
   def results(self, config, eval_metrics, eval_seconds):
     return {

@@ -115,7 +115,7 @@ def test_the_experiment_chains_its_rounds():
 
 def test_the_task_refuses_a_missing_or_mismatched_teacher(tmp_path, teacher_workdir):
   c = _student_config(str(tmp_path / "none"))
-  with pytest.raises(runs.RunUnavailable, match="Train the teacher first"):
+  with pytest.raises(runs.RunUnavailable, match="distill.teacher_workdir: .*Train it first"):
     tasks.build_task(c)
   c = _student_config(teacher_workdir)
   c.distill.teacher_step = 15

@@ -66,6 +66,10 @@ class DiffusionTask:
       raise ValueError("eval.sample_steps and eval.bound_time_samples must be positive.")
     self.encoder = encoders.build_encoder(config)  # what the network generates in
     self.image_shape = self.encoder.shape
+    if not self.encoder.has_bound and any(
+        v.get("type") == "bound" for v in config.get("evals", {}).values()):
+      raise ValueError("The bound in bits/dim is defined for pixel models only: leave the "
+                       "'bound' evaluator out of config.evals (--experiment.evals.bound.type=none).")
     self.conditional = m.num_classes > 0
     self.model = denoisers.build_denoiser(m, self.image_shape)
     self.tx = optim.build_optimizer(config.optim, config.train.steps)
@@ -200,6 +204,11 @@ class DiffusionTask:
     """(n samples in [-1, 1], their labels or None), as the metrics and an export draw them."""
     return self.sample(self.sampling_params(state), rng, n, self.config.metrics.batch_size,
                        return_labels=True)
+
+  def used_runs(self):
+    """What results.json records of the runs this one uses (train.used_runs): the
+    autoencoder of a latent model."""
+    return {"autoencoder": self.encoder.record()} if hasattr(self.encoder, "record") else {}
 
   # --- evaluation ------------------------------------------------------------------------
   def bound_step(self, params, batch, rng):

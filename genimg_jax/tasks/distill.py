@@ -49,16 +49,8 @@ class DistillTask(diffusion.DiffusionTask):
     if config.model.num_classes > 0:
       raise ValueError("The distill task distills unconditional teachers only (guidance "
                        "distillation is not implemented): model.num_classes must be 0.")
-    try:
-      teacher_config = runs.config_of(d.teacher_workdir)
-    except runs.RunUnavailable as e:
-      raise runs.RunUnavailable(
-          f"distill.teacher_workdir: {e}. Train the teacher first (e.g. `python launch.py "
-          "--experiment=ddpm_mnist`) or point distill.teacher_workdir at a finished "
-          "diffusion run.") from None
-    if teacher_config.task not in ("diffusion", "distill"):
-      raise ValueError(f"The run in distill.teacher_workdir={d.teacher_workdir!r} is a "
-                       f"{teacher_config.task} run, not a diffusion model.")
+    teacher_config = runs.config_of_used("distill.teacher_workdir", d.teacher_workdir,
+                                         ("diffusion", "distill"), "ddpm_mnist")
     differ = [f for f in SHARED_WITH_TEACHER if _field(config, f) != _field(teacher_config, f)]
     if differ:
       raise ValueError(f"The student must be its teacher's network on its data: {', '.join(differ)} "
@@ -87,8 +79,8 @@ class DistillTask(diffusion.DiffusionTask):
                                           clip=self.encoder.clip)
 
   def used_runs(self):
-    """What results.json records of the teacher (train.used_runs)."""
-    return {"teacher": self.teacher.record()}
+    """What results.json records of the teacher (and of a latent model's autoencoder)."""
+    return dict(super().used_runs(), teacher=self.teacher.record())
 
   def about_samples(self):
     t = self.teacher
