@@ -24,6 +24,25 @@ def upsample_nearest(x_BHWC):
   return jnp.repeat(jnp.repeat(x_BHWC, 2, axis=1), 2, axis=2)
 
 
+def down_stages(h, conv, channels, depth, act):
+  """Per stage a 3x3 stride-2 and a 3x3 convolution, channels * 2**i at stage i (the conv
+  VAE's and the autoencoder's encoders). Call inside a compact module: the layers are its."""
+  for i in range(depth):
+    h = act(conv(channels * 2**i, kernel_size=(3, 3), strides=2)(h))
+    h = act(conv(channels * 2**i, kernel_size=(3, 3))(h))
+  return h
+
+
+def up_stages(h, conv, conv_transpose, channels, depth, act):
+  """down_stages mirrored: per stage a 4x4 stride-2 transposed and a 3x3 convolution,
+  channels * 2**i at stage i, from the deepest (the conv VAE's and the autoencoder's
+  decoders)."""
+  for i in reversed(range(depth)):
+    h = act(conv_transpose(channels * 2**i, kernel_size=(4, 4), strides=(2, 2))(h))
+    h = act(conv(channels * 2**i, kernel_size=(3, 3))(h))
+  return h
+
+
 def get_activation(name):
   if name not in ACTIVATIONS:
     raise ValueError(f"Unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from genimg_jax.models.layers import conv_modules, get_activation
+from genimg_jax.models.layers import conv_modules, down_stages, get_activation, up_stages
 
 ModuleDef = Any
 
@@ -82,12 +82,8 @@ class ConvEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC):
-    act = get_activation(self.activation)
-    conv = functools.partial(self.conv, kernel_size=(3, 3), dtype=self.dtype)
-    h = x_BHWC
-    for i in range(self.depth):
-      h = act(conv(self.channels * 2**i, strides=2)(h))
-      h = act(conv(self.channels * 2**i)(h))
+    conv = functools.partial(self.conv, dtype=self.dtype)
+    h = down_stages(x_BHWC, conv, self.channels, self.depth, get_activation(self.activation))
     h = h.reshape(h.shape[0], -1)
     return _heads(h, self.latent_dim, self.dtype)
 
@@ -112,17 +108,15 @@ class ConvDecoder(nn.Module):
   def __call__(self, z_BZ):
     act = get_activation(self.activation)
     conv = functools.partial(self.conv, kernel_size=(3, 3), dtype=self.dtype)
-    up = functools.partial(self.conv_transpose, kernel_size=(4, 4), strides=(2, 2),
-                           dtype=self.dtype)
     H, W, C = self.image_shape
     f = 2**self.depth
     if H % f or W % f:
       raise ValueError(f"ConvDecoder: image size {H}x{W} not divisible by 2**depth={f}.")
     top = self.channels * 2**(self.depth - 1)
     h = act(nn.Dense(H // f * W // f * top, dtype=self.dtype)(z_BZ)).reshape(-1, H // f, W // f, top)
-    for i in reversed(range(self.depth)):
-      h = act(up(self.channels * 2**i)(h))
-      h = act(conv(self.channels * 2**i)(h))
+    h = up_stages(h, functools.partial(self.conv, dtype=self.dtype),
+                  functools.partial(self.conv_transpose, dtype=self.dtype), self.channels,
+                  self.depth, act)
     out = conv(C * self.out_params)(h)
     return out.astype(jnp.float32).reshape(z_BZ.shape[0], H, W, C, self.out_params)
 
