@@ -216,6 +216,12 @@ def diffusion_config():
   c.optim.lr = 2e-4
   c.optim.grad_clip = 1.0
   c.train.batch_size = 64
+  # Generating an autoencoder's latents (encoders.py: Latent) instead of pixels: the
+  # finished autoencoder run and its checkpoint (both part of this run's identity).
+  c.latent = ml_collections.ConfigDict()
+  c.latent.autoencoder_workdir = ""  # "" = pixels
+  c.latent.autoencoder_step = 0
+  c.latent.scale_images = 1000       # training images whose latents' std sets the scale
   return with_metrics(with_evals(c, "bound", "sample_grid", "sample_quality"))
 
 
@@ -291,6 +297,38 @@ def distill_config():
   return distill(diffusion_config(), "", 1, 1)
 
 
+def autoencoder_config():
+  """Defaults for the autoencoder task (tasks/autoencoder.py): a VQ-VAE on MNIST."""
+  c = with_metrics(base_config())
+  c.task = "autoencoder"
+  c.data.preprocess = "symmetric"    # [-1, 1]
+  c.model.name = "conv_ae"           # models/autoencoder.py
+  c.model.channels = 32              # channels of the first stage (doubling per stage)
+  c.model.depth = 2                  # stages: 28x28 images -> 7x7 latents
+  c.model.activation = "relu"
+  c.model.bottleneck = "vq"          # vq | fsq | kl (models/bottlenecks.py)
+  c.model.num_codes = 256            # vq: codebook size
+  c.model.code_dim = 16              # vq: code vector size; kl: latent channels
+  c.model.codebook_ema = 0.99        # vq: EMA decay of the codebook; 0 = learned by its loss
+  c.model.restart_below = 0.03       # vq (EMA): restart a code used fewer times per step
+  c.model.fsq_levels = (8, 5, 5, 5)  # fsq: values per channel (1,000 codes)
+  c.objective = ml_collections.ConfigDict()
+  c.objective.reconstruction = "l2"  # l2 | l1, per pixel (objectives/autoencoder.py)
+  c.objective.commitment_weight = 0.25  # vq: beta of VQ-VAE
+  c.objective.codebook_weight = 1.0  # vq without EMA
+  c.objective.kl_weight = 1e-3       # kl: per latent element
+  c.optim.lr = 1e-3
+  c.train.batch_size = 128
+  c.train.steps = 5000
+  c.train.log_every = 250
+  c.train.checkpoint_every = 1000
+  # rFID: the sample-quality evaluator scores the reconstructions of the first
+  # metrics.num_samples test images against the test split; Inception is off (the
+  # classifier's FD is the project's metric on MNIST).
+  c.metrics.inception_num_samples = 0
+  return with_evals(c, "reconstruction", "codebook", "sample_quality")
+
+
 def classifier_config():
   """Defaults for the classifier task (the feature network of the classifier metrics)."""
   c = base_config()
@@ -325,5 +363,5 @@ def defaults(task):
   """The default config of a task: what a field that an older config.json lacks had."""
   makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config,
             "diffusion": diffusion_config, "meanflow": meanflow_config,
-            "distill": distill_config}
+            "distill": distill_config, "autoencoder": autoencoder_config}
   return makers[task]()

@@ -13,13 +13,22 @@ sampler or objective makes them on its own (edm2's training/encoders.py is the p
   has_bound          whether the test bound in bits/dim is defined (pixels: the discrete
                      8-bit decoder of objectives/diffusion.py's nll_bound)
 
-`Pixels` is the identity. A latent encoder (an autoencoder restored from the workdir a run
-names) adds encode/decode and answers the same questions for its latents; build_encoder is
-where it plugs in.
+`Pixels` is the identity. `Latent` is a finished autoencoder run (tasks/autoencoder.py),
+named by latent.autoencoder_workdir and latent.autoencoder_step: the task generates its
+scaled latents and decodes them into images (latent diffusion, Rombach et al. 2022).
+build_encoder picks one from the config.
 """
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from genimg_jax import data, images
+from genimg_jax import data, images, runs, xla
+
+
+def uint8_levels(x):
+  """Images [B, H, W, C] in [-1, 1] (clipped) -> float32 in [-1, 1] at uint8 levels, as a
+  PNG of them would hold."""
+  return images.to_uint8(np.asarray(x), (-1.0, 1.0)).astype(np.float32) / 127.5 - 1.0
 
 
 class Pixels:
@@ -42,9 +51,63 @@ class Pixels:
 
   def to_images(self, x):
     """Sampler outputs [B, H, W, C] -> float32 in [-1, 1], quantized to uint8 levels."""
-    return images.to_uint8(np.asarray(x), (-1.0, 1.0)).astype(np.float32) / 127.5 - 1.0
+    return uint8_levels(x)
+
+
+class Latent:
+  """The latents of a finished autoencoder run (see the module doc).
+
+  The network sees latents(x) * scale, scale = 1 / the std of the latents of the first
+  latent.scale_images training images (computed once at build time, recorded; as latent
+  diffusion's scale factor, so that the diffusion sees unit-variance data whatever the
+  autoencoder's range). Samples are decoded (latent / scale), clipped to [-1, 1] and
+  quantized to uint8 levels as pixels are. The samplers do not clip latents, and the
+  bound in bits/dim is not defined (it would need the decoder's likelihood).
+  """
+  clip = None
+  has_bound = False
+
+  def __init__(self, config):
+    l = config.latent
+    Pixels.check(config)
+    if l.autoencoder_step < 1:
+      raise ValueError("latent.autoencoder_step must name the autoencoder's checkpoint (>= 1, "
+                       f"e.g. its train.steps), got {l.autoencoder_step}.")
+    other = runs.config_of_used("latent.autoencoder_workdir", l.autoencoder_workdir,
+                                ("autoencoder",), "klae_mnist")
+    if other.data.name != config.data.name:
+      raise ValueError(f"The autoencoder in {l.autoencoder_workdir!r} was trained on "
+                       f"{other.data.name!r}, this run's data is {config.data.name!r}.")
+    self.restored = runs.restore(l.autoencoder_workdir, l.autoencoder_step)
+    task = self.restored.task
+    self.variables = task.eval_params(self.restored.state)
+    H, W, C = data.image_shape(config)
+    self.shape = tuple(jax.eval_shape(task.latents, self.variables,
+                                      jnp.zeros((1, H, W, C))).shape[1:])
+    latents = xla.jit(task.latents, once=True)
+    z = [np.asarray(latents(self.variables, b["image"]))[b["mask"] > 0]
+         for b in data.eval_batches(config, split=config.data.train_split,
+                                    num_examples_limit=l.scale_images)]
+    self.scale = float(1.0 / np.std(np.concatenate(z)))
+    self._latents, self._decode = task.latents, xla.jit(task.decode)
+
+  def encode(self, x):
+    """Images in [-1, 1] -> scaled latents (traced into the train step)."""
+    return self._latents(self.variables, x) * self.scale
+
+  def to_images(self, z):
+    """Sampled latents -> decoded images, float32 in [-1, 1] at uint8 levels."""
+    x = np.asarray(self._decode(self.variables, jnp.asarray(z) / self.scale))
+    return uint8_levels(x)
+
+  def record(self):
+    """What results.json records of the autoencoder: its weights and the scale."""
+    return dict(self.restored.record(), scale=self.scale)
 
 
 def build_encoder(config):
-  """The encoder of a diffusion-family config: pixels (the only one so far)."""
+  """The encoder of a diffusion-family config: Latent when latent.autoencoder_workdir
+  names an autoencoder run, else Pixels."""
+  if config.get("latent") and config.latent.autoencoder_workdir:
+    return Latent(config)
   return Pixels(config)

@@ -277,6 +277,24 @@ MUTATIONS = [
     _m("same_conv: the input gradient with the kernel unflipped", "genimg_jax/models/cpu_layers.py",
        "dx = same_conv(dy_BHWF, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))",
        "dx = same_conv(dy_BHWF, kernel.transpose(0, 1, 3, 2))", ["tests/test_cpu_layers.py"]),
+    # --- the autoencoder's bottlenecks
+    _m("VQ: no straight-through gradient to the encoder", "genimg_jax/models/bottlenecks.py",
+       "return z + jax.lax.stop_gradient(q - z)", "return q",
+       ["tests/test_autoencoder.py", "-k", "straight_through or fsq"]),
+    _m("VQ: EMA codebook without the decay on the counts", "genimg_jax/models/bottlenecks.py",
+       "cluster_size = decay * cluster_size + (1 - decay) * onehot_NK.sum(0)",
+       "cluster_size = cluster_size + (1 - decay) * onehot_NK.sum(0)",
+       ["tests/test_autoencoder.py", "-k", "ema_codebook"]),
+    _m("VQ: dead codes never restarted", "genimg_jax/models/bottlenecks.py",
+       "dead = size < self.restart_below", "dead = size < 0.0",
+       ["tests/test_autoencoder.py", "-k", "dead_code"]),
+    _m("FSQ: even levels not shifted", "genimg_jax/models/bottlenecks.py",
+       "offset = jnp.where(jnp.asarray(self.levels) % 2 == 1, 0.0, 0.5)",
+       "offset = jnp.zeros(len(self.levels))", ["tests/test_autoencoder.py", "-k", "fsq"]),
+    _m("KL latent: the log-variance's sign", "genimg_jax/models/bottlenecks.py",
+       "kl = 0.5 * (mean**2 + jnp.exp(logvar) - 1.0 - logvar)",
+       "kl = 0.5 * (mean**2 + jnp.exp(logvar) - 1.0 + logvar)",
+       ["tests/test_autoencoder.py", "-k", "kl_latent"]),
 ]
 
 

@@ -18,7 +18,7 @@ def _config(name):
   c.train.steps = 12
   c.train.log_every = 4
   c.train.checkpoint_every = 4
-  if c.task == "gan":
+  if "metrics" in c:
     c.metrics.classifier_workdir = ""  # no feature network needed here
   return c
 
@@ -45,8 +45,9 @@ def _sigterm_at(monkeypatch, at_step):
 
 
 # meanflow: the diffusion task's loop state (EMA, label dropout keys) under its subclass,
-# with a jax.jvp in the step; its run is also meanflow_mnist's end-to-end test
-@pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist", "meanflow_mnist"])
+# with a jax.jvp in the step; its run is also meanflow_mnist's end-to-end test.
+# vqvae: the EMA codebook in batch_stats, its dead-code restarts drawn from the step's key
+@pytest.mark.parametrize("name", ["vae_mnist", "gan_mnist", "meanflow_mnist", "vqvae_mnist"])
 def test_sigterm_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
   c = _config(name)
   straight = train.run(c, str(tmp_path / "straight"))
@@ -55,6 +56,10 @@ def test_sigterm_then_resume_equals_uninterrupted(name, tmp_path, monkeypatch):
     assert 0 < m["test/bits_per_dim"] < 20 and m["test/nfe"] == 1
     assert np.isfinite(straight["train_metrics"]["fm_mse"])
     assert (tmp_path / "straight" / "samples.png").exists()
+  if name == "vqvae_mnist":  # trained: reconstructions and the codebook's use
+    m = straight["metrics"]
+    assert m["test/psnr"] > 5.0 and 0.0 < m["test/usage"] <= 1.0
+    assert m["test/perplexity"] >= 1.0 and np.isfinite(straight["train_metrics"]["commitment"])
   with monkeypatch.context() as m:
     _sigterm_at(m, 7)  # an arbitrary step, between checkpoints
     with pytest.raises(train.Preempted) as e:

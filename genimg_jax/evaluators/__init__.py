@@ -18,6 +18,8 @@ Types, what each reports, and what it needs from the task (its capabilities):
                   task.grid_samples(state, rng, n)
   accuracy        test-set accuracy and cross-entropy of a classifier
                   task.eval_params(state), task.logits(params, images)
+  codebook        test-set usage and perplexity of a discrete autoencoder's codes
+                  task.eval_params(state), task.indices(params, images), task.codebook_size
 
 Settings: each evaluator reads the config section that already held them, so that every
 recorded command still means what it meant: sample_quality reads `metrics.*`
@@ -35,13 +37,14 @@ import jax
 
 from genimg_jax.evaluators.accuracy import Accuracy
 from genimg_jax.evaluators.bound import Bound
+from genimg_jax.evaluators.codebook import Codebook
 from genimg_jax.evaluators.reconstruction import Reconstruction
 from genimg_jax.evaluators.sample_grid import SampleGrid
 from genimg_jax.evaluators.sample_quality import SampleQuality
 
 EVALUATORS = {"bound": Bound, "reconstruction": Reconstruction,
               "sample_quality": SampleQuality, "sample_grid": SampleGrid,
-              "accuracy": Accuracy}
+              "accuracy": Accuracy, "codebook": Codebook}
 
 
 class Evaluators:

@@ -1,0 +1,39 @@
+"""The autoencoder objective: reconstruction plus the bottleneck's weighted terms.
+
+  loss = reconstruction + commitment_weight * commitment + codebook_weight * codebook
+         + kl_weight * kl
+
+Every term is a mean per element: the reconstruction's over pixels (squared error, "l2",
+or absolute error, "l1", on images in [-1, 1]); the commitment and codebook terms over
+latent elements (VQ-VAE's ||z - sg(e)||^2 and ||sg(z) - e||^2); the KL over latent
+elements (the KL of the Gaussian latent per image divided by its h * w * channels).
+A bottleneck reports only the terms it has (models/bottlenecks.py): VQ with an EMA
+codebook has no codebook term, FSQ none at all.
+"""
+import jax.numpy as jnp
+
+RECONSTRUCTIONS = ("l2", "l1")
+TERMS = ("commitment", "codebook", "kl")
+
+
+def reconstruction_error(x, xr, kind):
+  """Mean over pixels of the squared ("l2") or absolute ("l1") error."""
+  err = xr - x
+  return jnp.mean(err**2) if kind == "l2" else jnp.mean(jnp.abs(err))
+
+
+def autoencoder_loss(params, batch_stats, x, rngs, apply, reconstruction, weights):
+  """(loss, (parts, batch_stats)) of one batch x in [-1, 1].
+
+  apply: the Autoencoder's apply; batch_stats: its forward-updated state (the EMA
+  codebook), returned updated; rngs: {"latent", "restart"} keys; weights: {term: weight}
+  for each of TERMS. parts: the loss, the reconstruction error, each term (unweighted)
+  and the bottleneck's statistics.
+  """
+  variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+  (xr, terms, stats), updated = apply(variables, x, train=True, rngs=rngs,
+                                      mutable=["batch_stats"])
+  rec = reconstruction_error(x, xr, reconstruction)
+  loss = rec + sum(weights[k] * v for k, v in terms.items())
+  parts = {"loss": loss, "reconstruction": rec, **terms, **stats}
+  return loss, (parts, updated.get("batch_stats", {}))

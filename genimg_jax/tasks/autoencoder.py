@@ -1,0 +1,113 @@
+"""The autoencoder task: the first stage of two-stage generation (VQ-VAE, FSQ, the KL
+autoencoder of latent diffusion), trained to reconstruct, in the one loop.
+
+Model: models/autoencoder.py (model.bottleneck: "vq" | "fsq" | "kl", models/bottlenecks.py).
+Objective: objectives/autoencoder.py (reconstruction + the bottleneck's weighted terms).
+State: params, and in batch_stats the VQ's EMA codebook (updated by the forward pass).
+
+What it exposes to the evaluators (genimg_jax/evaluators/, declared in config.evals):
+* reconstruct: test images and their reconstructions in [0, 1] (PSNR / SSIM and a grid);
+* samples / about_samples: the reconstructions of the first N eval-split images, in
+  [-1, 1]: scored by the sample-quality evaluator against the test split, their FD is
+  the reconstruction FID (rFID) of the literature (its protocol records so);
+* indices / codebook_size: the codes of a discrete bottleneck (the "codebook" evaluator).
+
+What a run that uses a finished autoencoder (a prior over its latents) calls: latents,
+decode, indices, decode_indices (on eval_params(state)).
+
+LPIPS, the perceptual term of VQGAN and of latent diffusion's autoencoder, needs VGG
+weights that cannot be downloaded here: the objective has no perceptual term.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genimg_jax import data, optim, parallel, state as state_lib, xla
+from genimg_jax.models import autoencoder as ae_models
+from genimg_jax.objectives import autoencoder as ae_obj
+
+
+class AutoencoderTask:
+  """Plugs the autoencoder objective into the training loop (see tasks/__init__.py)."""
+
+  def __init__(self, config):
+    self.config = config
+    o = config.objective
+    if config.data.preprocess != "symmetric":
+      raise ValueError("The autoencoder task needs data.preprocess 'symmetric' ([-1, 1]), "
+                       f"got {config.data.preprocess!r}.")
+    if o.reconstruction not in ae_obj.RECONSTRUCTIONS:
+      raise ValueError(f"Unknown objective.reconstruction {o.reconstruction!r}; allowed: "
+                       f"{ae_obj.RECONSTRUCTIONS}")
+    self.image_shape = data.image_shape(config)
+    self.model = ae_models.build_autoencoder(config.model, self.image_shape)
+    self.codebook_size = self.model.bottleneck.size
+    self.tx = optim.build_optimizer(config.optim, config.train.steps)
+    weights = {t: o[f"{t}_weight"] for t in ae_obj.TERMS}
+    self.loss_fn = functools.partial(ae_obj.autoencoder_loss, apply=self.model.apply,
+                                     reconstruction=o.reconstruction, weights=weights)
+    self._reconstruct = xla.jit(self.reconstruct)
+
+  # --- the interface the loop uses -------------------------------------------
+  def init_state(self, rng):
+    x = jnp.zeros((1, *self.image_shape), jnp.float32)
+    variables = self.model.init(rng, x)
+    return state_lib.create(variables["params"], self.tx.init(variables["params"]),
+                            batch_stats=variables.get("batch_stats", {}))
+
+  def train_step(self, state, batch, rng):
+    """One optimizer step on the batch: (state, batch, rng) -> (state, metrics)."""
+    rng = jax.random.fold_in(rng, state.step)
+    latent, restart = jax.random.split(rng)
+    (loss, (parts, stats)), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
+        state.params, state.batch_stats, batch["image"], {"latent": latent, "restart": restart})
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = state_lib.all_finite(loss, grads)
+    new_state = state_lib.guarded_apply(
+        state, {"params": params, "opt_state": opt_state, "batch_stats": stats}, finite)
+    return new_state, dict(parts, grad_norm=state_lib.tree_norm(grads))
+
+  # --- what the evaluators and a prior use -----------------------------------------
+  def eval_params(self, state):
+    """The variables every method below takes: params and the codebook's statistics."""
+    return {"params": state.params, **({"batch_stats": state.batch_stats}
+                                       if state.batch_stats else {})}
+
+  def reconstruct(self, variables, x):
+    """(x, its reconstruction), both in [0, 1], for x in [-1, 1]."""
+    xr, _, _ = self.model.apply(variables, x)
+    return (x + 1.0) / 2.0, jnp.clip((xr + 1.0) / 2.0, 0.0, 1.0)
+
+  def latents(self, variables, x):
+    return self.model.apply(variables, x, method="latents")
+
+  def decode(self, variables, z_q):
+    return self.model.apply(variables, z_q, method="decode")
+
+  def indices(self, variables, x):
+    return self.model.apply(variables, x, method="indices")
+
+  def decode_indices(self, variables, idx):
+    return self.model.apply(variables, idx, method="decode_indices")
+
+  def about_samples(self):
+    return {"sampler": "reconstructions of the first N eval-split images (rFID)",
+            "split": self.config.data.eval_split}
+
+  def samples(self, state, rng, n):
+    """(the reconstructions of the first n eval-split images in [-1, 1], their labels)."""
+    del rng  # deterministic
+    variables, mesh = self.eval_params(state), parallel.make_mesh()
+    out, labels = [], []
+    for local in data.eval_batches(self.config, num_examples_limit=n):
+      batch = parallel.to_global(local, mesh)
+      _, xr = self._reconstruct(variables, batch["image"])
+      xr, label, mask = parallel.fetch((xr, batch["label"], batch["mask"]))
+      keep = np.asarray(mask) > 0
+      out.append(np.asarray(xr)[keep] * 2.0 - 1.0)
+      labels.append(np.asarray(label)[keep])
+    return np.concatenate(out)[:n], np.concatenate(labels)[:n]
