@@ -12,7 +12,7 @@ Adam(1e-3), batch 128, 5,000 steps (~11 epochs). Evaluated on the 10,000 test im
 PSNR / SSIM, codebook usage and perplexity, and rFID (the classifier's FD of the 10,000
 reconstructions against the test images).
 
-Expected: not measured yet.
+Expected: test PSNR 26.58 dB, rFD 1.14 (classifier, N = 10,000); 20 + 1 min.
 """
 from genimg_jax import configs
 
