@@ -8,7 +8,7 @@ vqvae_mnist's encoder and decoder around a Gaussian latent: 7x7 latents of 4 cha
 otherwise; KL to N(0, I) per latent element at weight 1e-3, next to the per-pixel squared
 error. No codebook: evaluated by PSNR / SSIM and rFID as vqvae_mnist.
 
-Expected: not measured yet.
+Expected: test PSNR 31.02 dB, rFD 0.82 (classifier, N = 10,000); 20 + 1 min.
 """
 from experiments import vqvae_mnist
 from genimg_jax import configs
