@@ -32,16 +32,27 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def classifier_workdir(tmp_path_factory):
-  """A classifier_mnist:runlocal run (60 steps): the feature network of the sample metrics."""
+def classifier_workdir(tmp_path_factory, worker_id):
+  """A classifier_mnist:runlocal run (60 steps): the feature network of the sample metrics.
+  Trained once per test session: the xdist workers share it (the first one trains it
+  under a file lock, the others restore it)."""
+  import fcntl
+  import json
   from experiments import classifier_mnist
   from genimg_jax import train
   c = classifier_mnist.get_config("runlocal")
   c.experiment = "classifier_mnist"
-  workdir = str(tmp_path_factory.mktemp("classifier"))
-  r = train.run(c, workdir)
-  assert r["metrics"]["test/accuracy"] > 0.8  # 60 steps already classify most digits
-  return workdir
+  if worker_id == "master":  # no xdist: this process's own folder
+    workdir = tmp_path_factory.mktemp("classifier")
+  else:  # the session's folder, above every worker's own
+    workdir = tmp_path_factory.getbasetemp().parent / "classifier"
+  with open(f"{workdir}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / "results.json").exists():
+      train.run(c, str(workdir))
+  with open(workdir / "results.json") as f:
+    assert json.load(f)["metrics"]["test/accuracy"] > 0.8  # 60 steps classify most digits
+  return str(workdir)
 
 
 @pytest.fixture

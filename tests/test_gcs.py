@@ -44,11 +44,12 @@ def gcs():
     proc.wait()
 
 
-def test_sigterm_then_resume_on_gs_equals_uninterrupted(gcs, monkeypatch):
+def test_sigterm_then_resume_on_gs_equals_uninterrupted(gcs, monkeypatch, tmp_path):
+  """The interrupted run on gs://, the uninterrupted one it must equal on local disk."""
   from tests.test_fault_tolerance import _config, _final_params, _sigterm_at
   from genimg_jax import train
   c = _config("vae_mnist")
-  straight, interrupted = gcs(), gcs()
+  straight, interrupted = str(tmp_path / "straight"), gcs()
   train.run(c, straight)
   with monkeypatch.context() as m:
     _sigterm_at(m, 7)
