@@ -18,7 +18,7 @@ scored as ddpm_mnist's are.
             python launch.py --experiment=ldm_mnist:runlocal \\
                 --experiment.latent.autoencoder_workdir=/tmp/klae
 
-Expected: not measured yet.
+Expected: FID 15.07 (N = 2,000); 16 + 5 min.
 """
 from experiments import ddpm_mnist, klae_mnist
 from genimg_jax import configs
