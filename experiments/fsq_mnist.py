@@ -8,7 +8,7 @@ of 4 channels, bounded and rounded to (8, 5, 5, 5) levels, an implied codebook o
 codes with nothing to learn and no auxiliary loss. Training and evaluation as
 vqvae_mnist.
 
-Expected: not measured yet.
+Expected: test PSNR 27.87 dB, rFD 1.05 (classifier, N = 10,000); 20 + 1 min.
 """
 from experiments import vqvae_mnist
 from genimg_jax import configs
