@@ -91,7 +91,7 @@ def check_used_runs(meta, task, workdir):
   weights than the ones its checkpoint was trained with (their workdir retrained in place:
   same workdir and step, another sha256)."""
   before = meta.get("used_runs", {})
-  for role, now in task.used_runs().items() if hasattr(task, "used_runs") else ():
+  for role, now in used_runs(task).get("used_runs", {}).items():
     was = before.get(role)
     if was and was["params_sha256"] != now["params_sha256"]:
       raise ValueError(

@@ -8,10 +8,10 @@ Needs task.indices(params, images) -> int codes, task.codebook_size and task.eva
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from genimg_jax import xla
 from genimg_jax.evaluators import common
+from genimg_jax.models import bottlenecks
 
 
 class Codebook:
@@ -34,8 +34,5 @@ class Codebook:
   def __call__(self, state, mesh, rng, final):
     del rng, final  # deterministic
     params = self.task.eval_params(state)
-    counts = np.asarray(common.test_set_sums(self.config, mesh,
-                                             lambda b: self._step(params, b))["counts"])
-    p = counts / counts.sum()
-    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
-    return {"usage": float(np.mean(counts > 0)), "perplexity": float(np.exp(entropy))}, {}
+    counts = common.test_set_sums(self.config, mesh, lambda b: self._step(params, b))["counts"]
+    return {k: float(v) for k, v in bottlenecks.histogram_statistics(counts).items()}, {}

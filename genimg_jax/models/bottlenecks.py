@@ -48,7 +48,12 @@ def straight_through(z, q):
 def code_statistics(indices, num_codes):
   """{"perplexity": exp(entropy of the codes' histogram), "usage": the fraction of the
   codebook used} of a batch of code indices."""
-  counts = jnp.bincount(indices.reshape(-1), length=num_codes).astype(jnp.float32)
+  return histogram_statistics(jnp.bincount(indices.reshape(-1), length=num_codes))
+
+
+def histogram_statistics(counts):
+  """code_statistics of the codes' counts [num_codes] (a batch's, or a test set's)."""
+  counts = jnp.asarray(counts, jnp.float32)
   p = counts / jnp.maximum(counts.sum(), 1.0)
   entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
   return {"perplexity": jnp.exp(entropy), "usage": jnp.mean(counts > 0)}
@@ -141,6 +146,10 @@ class FSQ(nn.Module):
     shift = jnp.tan(offset / half_l)  # so that an even number of levels is centred too
     return jnp.tanh(z + shift) * half_l - offset
 
+  def _basis(self):
+    """Each channel's place value in a code's index: 1, L0, L0 * L1, ..."""
+    return np.cumprod([1] + list(self.levels[:-1]))
+
   def _half_width(self):
     return jnp.asarray([l // 2 for l in self.levels], jnp.float32)
 
@@ -154,13 +163,11 @@ class FSQ(nn.Module):
 
   def indices_of_codes(self, q):
     """The index of each code (an array of codes in [-1, 1], as quantize gives)."""
-    basis = np.cumprod([1] + list(self.levels[:-1]))
     digits = jnp.round(q * self._half_width() + self._half_width())
-    return jnp.sum(digits * basis, axis=-1).astype(jnp.int32)
+    return jnp.sum(digits * self._basis(), axis=-1).astype(jnp.int32)
 
   def codes(self, indices):
-    basis = np.cumprod([1] + list(self.levels[:-1]))
-    digits = (indices[..., None] // basis) % np.asarray(self.levels)
+    digits = (indices[..., None] // self._basis()) % np.asarray(self.levels)
     return (digits - self._half_width()) / self._half_width()
 
   @nn.compact
