@@ -89,6 +89,23 @@ class DiffusionTask:
   def null_labels(self, n):
     return jnp.full((n,), self.config.model.num_classes, jnp.int32) if self.conditional else None
 
+  def train_conditioning(self, batch, rng):
+    """The network's conditioning on a training batch (classifier-free guidance's
+    dropout applied), or None: the seam a conditioning other than class labels
+    (tasks/text_to_image.py: captions) replaces, with null_labels, draw_conditioning and
+    grid_conditioning."""
+    return self.drop_labels(rng, batch["label"]) if self.conditional else None
+
+  def draw_conditioning(self, rng, n):
+    """(conditioning of n samples for the metrics, their int32 class labels): labels
+    uniform over the classes."""
+    y = jax.random.randint(rng, (n,), 0, self.config.model.num_classes)
+    return y, y
+
+  def grid_conditioning(self, n):
+    """The conditioning of the sample grid's n images: labels 0..9 in turn."""
+    return jnp.arange(n) % self.config.model.num_classes
+
   def drop_labels(self, rng, labels):
     """The training labels of classifier-free guidance: each replaced by the null class
     with probability diffusion.label_dropout."""
@@ -116,7 +133,7 @@ class DiffusionTask:
     rng = jax.random.fold_in(rng, state.step)
     k_loss, k_dropout, k_labels = jax.random.split(rng, 3)
     x = self.encoder.encode(batch["image"])
-    labels = self.drop_labels(k_labels, batch["label"]) if self.conditional else None
+    labels = self.train_conditioning(batch, k_labels)
     loss_fn = lambda params: self.loss(params, x, labels, k_loss, k_dropout)
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
@@ -178,9 +195,9 @@ class DiffusionTask:
       z = noise[i:i + b] if noise is not None else jax.random.normal(k_noise, (b, *self.image_shape))
       y = None
       if self.conditional:
-        y = (labels[i:i + b] if labels is not None
-             else jax.random.randint(k_labels, (b,), 0, self.config.model.num_classes))
-        drawn.append(np.asarray(parallel.fetch(y), np.int32))
+        y, classes = ((labels[i:i + b], labels[i:i + b]) if labels is not None
+                      else self.draw_conditioning(k_labels, b))
+        drawn.append(np.asarray(parallel.fetch(classes), np.int32))
       x = parallel.fetch(fn(params, z, y, k_sampler, jnp.float32(e.guidance)))
       out.append(self.encoder.to_images(x))
     if return_labels:
@@ -256,6 +273,6 @@ class DiffusionTask:
   def grid_samples(self, state, rng, n):
     """n uint8 samples from fixed noise PRNGKey(seed + 1) (labels 0..9 in turn)."""
     fixed = jax.random.normal(jax.random.PRNGKey(self.config.seed + 1), (n, *self.image_shape))
-    labels = jnp.arange(n) % self.config.model.num_classes if self.conditional else None
+    labels = self.grid_conditioning(n) if self.conditional else None
     grid = self.sample(self.sampling_params(state), rng, n, n, labels, fixed)
     return images.to_uint8((grid + 1.0) / 2.0)
