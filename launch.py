@@ -143,6 +143,10 @@ def define_flags():
                       "WORKDIR/exports/step<S>_n<N>_seed<SEED>).")
   flags.DEFINE_integer("export_seed", 0, "With --export_samples: the seed of the samples "
                        "(the same run and seed give the same files).")
+  flags.DEFINE_string("prompt", None, "Only sample a text-to-image run (its latest "
+                      "checkpoint) for this caption into a PNG grid (default "
+                      "WORKDIR/prompts/...; --export_dir names a file instead).")
+  flags.DEFINE_integer("num_images", 16, "With --prompt: the images in the grid.")
   flags.DEFINE_bool("fresh", False, "Start the workdir afresh: a previous run in it is moved "
                     "aside to WORKDIR.replaced-<time> (never deleted).")
   flags.DEFINE_string("coordinator_address", "", "Multi-process runs: host:port of process 0 "
@@ -204,6 +208,10 @@ def main(argv, name, arg, path):
       out = train.export_samples(config, workdir, FLAGS.export_samples, FLAGS.export_dir,
                                  FLAGS.export_seed)
       print(f"Wrote {FLAGS.export_samples} samples to {out}")
+    elif FLAGS.prompt is not None:
+      out = train.prompt_grid(config, workdir, FLAGS.prompt, FLAGS.num_images,
+                              FLAGS.export_dir, FLAGS.export_seed)
+      print(f"Wrote {FLAGS.num_images} images of {FLAGS.prompt!r} to {out}")
     elif FLAGS.evaluate:
       train.evaluate(config, workdir, files.join(workdir, "evaluations", FLAGS.evaluate + ".json"))
     elif FLAGS.mock_data:

@@ -329,6 +329,26 @@ def autoencoder_config():
   return with_evals(c, "reconstruction", "codebook", "sample_quality")
 
 
+def text_to_image_config():
+  """Defaults for the text_to_image task (tasks/text_to_image.py): diffusion_config
+  conditioned on captions (genimg_jax/captions.py) through a text encoder trained with it."""
+  c = diffusion_config()
+  c.task = "text_to_image"
+  c.model.num_classes = 10           # the dataset's classes (captions name them)
+  c.model.text_encoder = "transformer"  # bow | tfidf | embedding | transformer (models/text.py)
+  c.model.text_dim = 64              # the text features' width
+  c.model.text_depth = 2             # transformer: blocks
+  c.model.text_heads = 4             # transformer: attention heads
+  c.model.cross_attention_resolutions = (14, 7)  # unet: sizes with cross-attention (+ middle)
+  c.diffusion.label_dropout = 0.1    # P(empty caption) in training: guidance's null
+  c.eval.guidance = 1.0
+  # The adherence evaluator: samples from complete captions of test images, in the
+  # training and in the held-out templates (each this many; periodic evaluations take
+  # min(this, metrics.periodic_num_samples)).
+  c.metrics.adherence_num_samples = 1000
+  return with_evals(c, "sample_grid", "sample_quality", "adherence")
+
+
 def classifier_config():
   """Defaults for the classifier task (the feature network of the classifier metrics)."""
   c = base_config()
@@ -363,5 +383,6 @@ def defaults(task):
   """The default config of a task: what a field that an older config.json lacks had."""
   makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config,
             "diffusion": diffusion_config, "meanflow": meanflow_config,
-            "distill": distill_config, "autoencoder": autoencoder_config}
+            "distill": distill_config, "autoencoder": autoencoder_config,
+            "text_to_image": text_to_image_config}
   return makers[task]()

@@ -190,6 +190,13 @@ def _arrays(config, split, limit=0):
   return {"image": image, "label": label}
 
 
+def split_arrays(config, split, limit=0):
+  """A whole split in host memory, {"image": uint8 [N, H, W, C], "label": int32 [N]}, its
+  first `limit` examples if limit > 0 (what a task measures on the data itself, e.g. the
+  captions' attribute levels)."""
+  return _arrays(config, split, limit)
+
+
 def preprocess(image_uint8, mode, seed):
   """uint8 images -> float32 model input. `seed`: int[2] for binarization."""
   if mode == "binarize":

@@ -194,6 +194,34 @@ def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
     return out
 
 
+def prompt_grid(config, workdir, prompt, n, out=None, seed=0, devices=None):
+  """Writes a PNG grid of n samples of a text-to-image run's latest checkpoint for one typed
+  prompt (the eval sampler, steps and guidance of config.eval), into `out` (default
+  WORKDIR/prompts/<the prompt's words joined by _>_n<N>_seed<seed>.png). A word that the
+  captions do not know is a ValueError naming it. Returns the PNG's path."""
+  from genimg_jax import images
+  if n <= 0:
+    raise ValueError(f"--num_images must be positive, got {n}.")
+  mesh = parallel.make_mesh(devices)
+  validate_config(config, mesh.size)
+  task = tasks.build_task(config)
+  if not hasattr(task, "prompt_images"):
+    raise ValueError(f"Task {config.task!r} is not conditioned on text; --prompt needs a "
+                     "text_to_image run.")
+  task.captioner.tokenize(prompt)  # an unknown word: said before the checkpoint loads
+  with workdir_lib.open_run(workdir, config, evaluating=True):
+    step, state, _ = _latest(config, workdir, task, mesh, "sample a prompt from")
+    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    x = task.prompt_images(state, jax.random.fold_in(eval_rng, seed), prompt, n)
+    name = "_".join(task.captioner.decode(task.captioner.tokenize(prompt))[0].split())
+    out = files.path(out or files.join(workdir, "prompts", f"{name}_n{n}_seed{seed}.png"))
+    grid = images.make_grid(images.to_uint8(x, (-1.0, 1.0)), int(np.ceil(np.sqrt(n))))
+    if jax.process_index() == 0:
+      files.write_bytes(out, images.png_bytes(grid))
+    logging.info("Sampled %r from the checkpoint at step %d into %s", prompt, step, out)
+    return out
+
+
 def _train_and_evaluate(config, workdir, task, evals, mesh):
   t = config.train
   k, total = t.steps_per_call, t.steps

@@ -20,6 +20,9 @@ Types, what each reports, and what it needs from the task (its capabilities):
                   task.eval_params(state), task.logits(params, images)
   codebook        test-set usage and perplexity of a discrete autoencoder's codes
                   task.eval_params(state), task.indices(params, images), task.codebook_size
+  adherence       a text-conditioned model's prompted-class accuracy and prompted-vs-
+                  measured attribute correlations (training and held-out phrasings)
+                  task.prompt_samples(state, rng, n, heldout), task.attribute_levels, task.captioner
 
 Settings: each evaluator reads the config section that already held them, so that every
 recorded command still means what it meant: sample_quality reads `metrics.*`
@@ -36,6 +39,7 @@ import zlib
 import jax
 
 from genimg_jax.evaluators.accuracy import Accuracy
+from genimg_jax.evaluators.adherence import Adherence
 from genimg_jax.evaluators.bound import Bound
 from genimg_jax.evaluators.codebook import Codebook
 from genimg_jax.evaluators.reconstruction import Reconstruction
@@ -44,7 +48,7 @@ from genimg_jax.evaluators.sample_quality import SampleQuality
 
 EVALUATORS = {"bound": Bound, "reconstruction": Reconstruction,
               "sample_quality": SampleQuality, "sample_grid": SampleGrid,
-              "accuracy": Accuracy, "codebook": Codebook}
+              "accuracy": Accuracy, "codebook": Codebook, "adherence": Adherence}
 
 
 class Evaluators:

@@ -15,17 +15,23 @@ DiT(z_BHWC, noise_B, y_B) -> the prediction [B, H, W, C] (whatever the formulati
   starts as the identity. Self-attention with `num_heads` heads through
   jax.nn.dot_product_attention (the fused kernel where the platform has one), an MLP of
   mlp_ratio x hidden_size with tanh-GELU.
+* `text` (a text encoder of models/text.py): y_B are caption token ids [B, L]; the pooled
+  caption is added to c, and every block has cross-attention to the token features
+  (models.text.CrossAttention) after its self-attention. The empty caption is the null.
 * The final layer: adaLN (shift, scale), a Dense to patch_size^2 x C starting at zero (the
   network starts by predicting 0), and the patches put back in place.
 
 Sizes: DiT-S/2 is hidden 384, depth 12, 6 heads, patch 2; the MNIST recipes use far less
 (experiments/flow_mnist.py). H and W must be multiples of patch_size.
 """
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genimg_jax.models.text import CrossAttention
 from genimg_jax.models.unet import noise_embedding
 
 
@@ -55,7 +61,7 @@ class DiTBlock(nn.Module):
   mlp_ratio: float
 
   @nn.compact
-  def __call__(self, x, c):
+  def __call__(self, x, c, text=None):
     B, N, D = x.shape
     mod = nn.Dense(6 * D, kernel_init=nn.initializers.zeros)(nn.silu(c))
     shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(mod, 6, axis=-1)
@@ -63,6 +69,8 @@ class DiTBlock(nn.Module):
     qkv = nn.Dense(3 * D)(h).reshape(B, N, 3, self.num_heads, D // self.num_heads)
     attn = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
     x = x + gate_a[:, None] * nn.Dense(D)(attn.reshape(B, N, D))
+    if text is not None:
+      x = CrossAttention(self.num_heads)(x, *text)
     h = _modulate(_norm()(x), shift_m, scale_m)
     h = nn.Dense(D)(nn.gelu(nn.Dense(int(D * self.mlp_ratio))(h), approximate=True))
     return x + gate_m[:, None] * h
@@ -76,6 +84,7 @@ class DiT(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 4.0
   num_classes: int = 0
+  text: Any = None
 
   @nn.compact
   def __call__(self, z_BHWC, noise_B, y_B=None, train=False):
@@ -90,10 +99,15 @@ class DiT(nn.Module):
     patches = z_BHWC.reshape(B, h, p, w, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, h * w, -1)
     x = nn.Dense(D)(patches) + sincos_2d(h, w, D)[None]
     c = nn.Dense(D)(nn.silu(nn.Dense(D)(noise_embedding(noise_B, 256))))
-    if self.num_classes:
+    text = None
+    if self.text is not None:
+      features, mask, pooled = self.text(y_B)
+      c = c + nn.Dense(D)(pooled)
+      text = (features, mask)
+    elif self.num_classes:
       c = c + nn.Embed(self.num_classes + 1, D)(y_B)  # + the null class
     for _ in range(self.depth):
-      x = DiTBlock(D, self.num_heads, self.mlp_ratio)(x, c)
+      x = DiTBlock(D, self.num_heads, self.mlp_ratio)(x, c, text)
     shift, scale = jnp.split(nn.Dense(2 * D, kernel_init=nn.initializers.zeros)(nn.silu(c)), 2,
                              axis=-1)
     x = nn.Dense(p * p * self.out_channels, kernel_init=nn.initializers.zeros)(

@@ -17,6 +17,10 @@ UNet(z_BHWC, noise_B, y_B) -> the prediction (eps, x0 or v) [B, H, W, C].
 * `num_classes` > 0: a class embedding added to the time embedding, with one more
   "null" class (index num_classes) that classifier-free guidance uses for the
   unconditional prediction.
+* `text` (a text encoder of models/text.py): y_B are caption token ids [B, L]; the pooled
+  caption is added to the time embedding, and cross-attention to the token features
+  (models.text.CrossAttention) follows every residual block at the spatial sizes in
+  `cross_attention_resolutions` and the middle blocks. The empty caption is the null.
 
 Sized by config, from ~1M parameters for 28x28 MNIST to Ho et al.'s 35.7M CIFAR-10 net
 (channels 128, mults (1, 2, 2, 2), 2 blocks, attention at 16, dropout 0.1).
@@ -30,6 +34,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genimg_jax.models.layers import upsample_nearest
+from genimg_jax.models.text import CrossAttention
 
 ModuleDef = Any
 
@@ -97,15 +102,31 @@ class UNet(nn.Module):
   groups: int = 8
   conv: ModuleDef = nn.Conv
   norm: ModuleDef = nn.GroupNorm
+  text: Any = None
+  cross_attention_resolutions: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, z_BHWC, noise_B, y_B=None, train=False):
     ch = self.channels
     emb = noise_embedding(noise_B, ch)
     emb = nn.Dense(4 * ch)(nn.silu(nn.Dense(4 * ch)(emb)))
-    if self.num_classes:
+    features = None
+    if self.text is not None:
+      features, mask, pooled = self.text(y_B)
+      emb = emb + nn.Dense(4 * ch)(pooled)
+    elif self.num_classes:
       emb = emb + nn.Embed(self.num_classes + 1, 4 * ch)(y_B)  # + the null class
-    block = lambda c: ResBlock(c, self.dropout, self.groups, self.conv, self.norm)
+    res_block = lambda c: ResBlock(c, self.dropout, self.groups, self.conv, self.norm)
+
+    def block(c, middle=False):
+      def apply(h, emb, train):
+        h = res_block(c)(h, emb, train)
+        if features is not None and (middle or h.shape[1] in self.cross_attention_resolutions):
+          B, H, W, C = h.shape
+          h = CrossAttention()(h.reshape(B, H * W, C), features, mask).reshape(B, H, W, C)
+        return h
+      return apply
+
     attention = lambda: AttnBlock(self.groups, self.norm)
     h = self.conv(ch, (3, 3))(z_BHWC)
     skips = [h]
@@ -118,9 +139,9 @@ class UNet(nn.Module):
       if level < len(self.channel_mults) - 1:
         h = self.conv(h.shape[-1], (3, 3), strides=2)(h)
         skips.append(h)
-    h = block(h.shape[-1])(h, emb, train)
+    h = block(h.shape[-1], middle=True)(h, emb, train)
     h = attention()(h) if self.attention_resolutions else h
-    h = block(h.shape[-1])(h, emb, train)
+    h = block(h.shape[-1], middle=True)(h, emb, train)
     for level, mult in reversed(list(enumerate(self.channel_mults))):
       for _ in range(self.num_res_blocks + 1):
         h = block(ch * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)

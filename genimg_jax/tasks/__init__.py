@@ -10,15 +10,18 @@ A task is built from the config (refusing bad values before any compute) and pro
 
 and what its evaluators need (genimg_jax/evaluators/: declared in config.evals, each
 names the methods it calls): eval_params, bound, reconstruct, samples, about_samples,
-grid_samples, logits, indices, codebook_size. A task writes no evaluation loop of its own.
+grid_samples, logits, indices, codebook_size, prompt_samples. A task writes no evaluation
+loop of its own.
 
 The loop owns everything else: mesh, data, checkpoints, evaluations, logging, results.
 """
-from genimg_jax.tasks import autoencoder, classifier, diffusion, distill, gan, meanflow, vae
+from genimg_jax.tasks import (autoencoder, classifier, diffusion, distill, gan, meanflow,
+                              text_to_image, vae)
 
 TASKS = {"vae": vae.VAETask, "gan": gan.GANTask, "diffusion": diffusion.DiffusionTask,
          "meanflow": meanflow.MeanFlowTask, "distill": distill.DistillTask,
-         "classifier": classifier.ClassifierTask, "autoencoder": autoencoder.AutoencoderTask}
+         "classifier": classifier.ClassifierTask, "autoencoder": autoencoder.AutoencoderTask,
+         "text_to_image": text_to_image.TextToImageTask}
 
 
 def build_task(config):
