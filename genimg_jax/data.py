@@ -190,6 +190,11 @@ def _arrays(config, split, limit=0):
   return {"image": image, "label": label}
 
 
+def is_mocked(config):
+  """Whether tfds.testing.mock_data stands in for the dataset (random examples)."""
+  return _mocked(get_builder(config))
+
+
 def split_arrays(config, split, limit=0):
   """A whole split in host memory, {"image": uint8 [N, H, W, C], "label": int32 [N]}, its
   first `limit` examples if limit > 0 (what a task measures on the data itself, e.g. the

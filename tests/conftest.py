@@ -68,3 +68,25 @@ def pytest_configure(config):
   config.addinivalue_line(
       "markers", "xla_cpu_internals: pins XLA:CPU's compiled output under the project's CPU "
       "options (tests/test_xla_cpu.py); a jaxlib upgrade may fail these alone")
+
+
+# The longest tests (each about a minute or more on the 2-core CI machine), handed out
+# first: pytest-xdist gives tests to its workers in collection order, so a long test
+# collected late keeps one worker busy while the other has nothing left to run.
+LONGEST_FIRST = (
+    "test_gcs.py::test_a_gs_workdir_survives_an_outage",
+    "test_text_to_image.py::test_t2i_runlocal_end_to_end",
+    "test_autoencoder.py::test_klae_then_latent_diffusion",
+    "test_diffusion.py::test_ddpm_mnist_runlocal_end_to_end",
+    "test_multihost.py::test_two_processes_match_one_process",
+    "test_fault_tolerance.py::test_sigterm_then_resume_equals_uninterrupted",
+    "test_disk_faults.py::test_a_full_disk",
+    "test_diffusion.py::test_the_same_loss_and_bound_on_1_and_4_devices",
+)
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    return next((i for i, name in enumerate(LONGEST_FIRST) if name in item.nodeid),
+                len(LONGEST_FIRST))
+  items.sort(key=rank)  # stable: the rest keep their order

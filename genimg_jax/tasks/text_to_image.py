@@ -30,6 +30,31 @@ from genimg_jax.tasks import diffusion
 _IDF_KEY = 0  # the fixed key of the training captions that TF-IDF's document frequencies count
 
 
+_STATISTICS = {}  # per dataset, split and classes: what _data_statistics measured
+
+
+def _data_statistics(config):
+  """What the captions measure on the data, once per process and dataset (a sweep's trials
+  and a run's --prompt build the task again): the per-class attribute terciles of the
+  training split, the test images' labels and levels, and 20,000 training images'
+  labels and levels (TF-IDF's document frequencies)."""
+  key = (config.data.name, data.data_dir(config), config.data.train_split,
+         config.data.eval_split, config.model.num_classes,
+         data.is_mocked(config))  # tfds.testing.mock_data: other arrays under the same name
+  if key not in _STATISTICS:
+    train = data.split_arrays(config, config.data.train_split)
+    levels = captions.Levels.fit(train["image"], train["label"], config.model.num_classes)
+    measure = xla.jit(captions.measure, once=True)
+    of = lambda split: levels.levels(measure(split["image"].astype(np.float32) / 127.5 - 1.0),
+                                     jnp.asarray(split["label"]))
+    test = data.split_arrays(config, config.data.eval_split)
+    first = {k: v[:20_000] for k, v in train.items()}
+    _STATISTICS[key] = {"levels": levels, "test_labels": jnp.asarray(test["label"]),
+                        "test_levels": of(test), "idf_labels": first["label"],
+                        "idf_levels": of(first)}
+  return _STATISTICS[key]
+
+
 class TextToImageTask(diffusion.DiffusionTask):
   """The diffusion task conditioned on captions (see the module doc)."""
 
@@ -43,20 +68,13 @@ class TextToImageTask(diffusion.DiffusionTask):
                        "the images; leave latent.autoencoder_workdir empty.")
     super().__init__(config)
     self.captioner = captions.Captioner(config.data.name)
-    train = data.split_arrays(config, config.data.train_split)
-    self.attribute_levels = captions.Levels.fit(train["image"], train["label"], m.num_classes)
-    test = data.split_arrays(config, config.data.eval_split)
-    measure = xla.jit(captions.measure, once=True)
-    self.test_labels = jnp.asarray(test["label"])
-    self.test_levels = self.attribute_levels.levels(
-        measure(test["image"].astype(np.float32) / 127.5 - 1.0), self.test_labels)
+    stats = _data_statistics(config)
+    self.attribute_levels = stats["levels"]
+    self.test_labels, self.test_levels = stats["test_labels"], stats["test_levels"]
     idf = None
     if m.text_encoder == "tfidf":
-      train_levels = self.attribute_levels.levels(
-          measure(train["image"][:20_000].astype(np.float32) / 127.5 - 1.0),
-          jnp.asarray(train["label"][:20_000]))
       df = self.captioner.document_frequency(jax.random.PRNGKey(_IDF_KEY),
-                                             train["label"][:20_000], train_levels)
+                                             stats["idf_labels"], stats["idf_levels"])
       idf = np.log(1.0 / np.maximum(df, 1.0 / 4096))  # a word never seen: as rare as can be
     encoder = text.build_text_encoder(m.text_encoder, self.captioner.vocab_size, m.text_dim,
                                       m.text_depth, m.text_heads, idf)
