@@ -14,13 +14,13 @@ The same correlations on the test images with their own captions' levels are the
 ceiling a perfect model reaches (a level is a tercile of the percentile: about 0.94),
 recorded in the protocol as "real_attribute_corr".
 
-Needs task.prompt_samples(state, rng, n, heldout), task.attribute_levels (captions.Levels) and
-task.captioner.
+Needs task.prompt_samples(state, rng, n, heldout), task.attribute_levels (captions.Levels),
+task.captioner and the task's measured test set (test_values, test_labels, test_levels).
 """
 import jax
 import numpy as np
 
-from genimg_jax import captions, data, xla
+from genimg_jax import captions, xla
 from genimg_jax.evaluators import sample_quality
 
 
@@ -49,9 +49,7 @@ class Adherence:
   def _ceiling(self):
     """Correlations on the test images with their own levels."""
     t = self.task
-    test = data.split_arrays(self.config, self.config.data.eval_split)
-    values = np.asarray(self._measure(test["image"].astype(np.float32) / 127.5 - 1.0))
-    pct = t.attribute_levels.percentiles(values, test["label"])
+    pct = t.attribute_levels.percentiles(t.test_values, np.asarray(t.test_labels))
     return correlations(np.asarray(t.test_levels), pct, t.captioner.attributes)
 
   def __call__(self, state, mesh, rng, final):

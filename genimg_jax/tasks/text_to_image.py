@@ -49,8 +49,10 @@ def _data_statistics(config):
                                      jnp.asarray(split["label"]))
     test = data.split_arrays(config, config.data.eval_split)
     first = {k: v[:20_000] for k, v in train.items()}
+    test_values = measure(test["image"].astype(np.float32) / 127.5 - 1.0)
     _STATISTICS[key] = {"levels": levels, "test_labels": jnp.asarray(test["label"]),
-                        "test_levels": of(test), "idf_labels": first["label"],
+                        "test_levels": levels.levels(test_values, jnp.asarray(test["label"])),
+                        "test_values": np.asarray(test_values), "idf_labels": first["label"],
                         "idf_levels": of(first)}
   return _STATISTICS[key]
 
@@ -71,6 +73,7 @@ class TextToImageTask(diffusion.DiffusionTask):
     stats = _data_statistics(config)
     self.attribute_levels = stats["levels"]
     self.test_labels, self.test_levels = stats["test_labels"], stats["test_levels"]
+    self.test_values = stats["test_values"]  # the attributes measured on the test images
     idf = None
     if m.text_encoder == "tfidf":
       df = self.captioner.document_frequency(jax.random.PRNGKey(_IDF_KEY),
