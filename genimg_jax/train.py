@@ -18,9 +18,11 @@ uninterrupted run would have. What happens on a non-finite loss, SIGTERM or Ctrl
 genimg_jax/recovery.py.
 """
 import concurrent.futures
+import contextlib
 import json
 import socket
 import time
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
@@ -109,25 +111,21 @@ def evaluate(config, workdir, results_path, devices=None):
   The config must be the run's in every field a rerun may not change (its experiment
   name aside: an evaluation study has its own). Returns the results dict.
   """
-  mesh = parallel.make_mesh(devices)
-  validate_config(config, mesh.size)
-  task = tasks.build_task(config)
-  evals = evaluators.from_config(config, task)
-  with workdir_lib.open_run(workdir, config, evaluating=True):
-    # before any compute: where the record will go (every process, so that all stop)
+  def prepare(task):  # before any compute: what it measures, where the record will go
     workdir_lib.check_writable(files.path(results_path).parent, "the evaluation's folder")
-    step, state, meta = _latest(config, workdir, task, mesh, "evaluate")
-    logging.info("Evaluating the checkpoint at step %d of %s into %s", step,
+    return evaluators.from_config(config, task)
+
+  with _finished_run(config, workdir, devices, "evaluate", prepare) as (run, evals):
+    logging.info("Evaluating the checkpoint at step %d of %s into %s", run.step,
                  files.path(workdir), results_path)
-    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     t_eval = time.time()
-    eval_metrics, grids = evals(state, mesh, eval_rng, final=True)
+    eval_metrics, grids = evals(run.state, run.mesh, run.eval_rng, final=True)
     results = {"experiment": config.experiment, "evaluated_workdir": str(workdir),
-               "evaluated_step": step, "steps": config.train.steps, "config": config.to_dict(),
+               "evaluated_step": run.step, "steps": config.train.steps, "config": config.to_dict(),
                "metrics": {f"test/{k}": v for k, v in eval_metrics.items()},
-               "train_metrics": meta.get("train_metrics", {}),
-               "eval_seconds": time.time() - t_eval, "devices": writers.devices(mesh),
-               **used_runs(task), "versions": writers.versions()}
+               "train_metrics": run.meta.get("train_metrics", {}),
+               "eval_seconds": time.time() - t_eval, "devices": writers.devices(run.mesh),
+               **used_runs(run.task), "versions": writers.versions()}
     writers.write_json(results_path, results)
     if "samples" in grids and jax.process_index() == 0:
       from genimg_jax import images
@@ -136,15 +134,36 @@ def evaluate(config, workdir, results_path, devices=None):
     return results
 
 
-def _latest(config, workdir, task, mesh, what):
-  """(step, state, meta) of the run's latest readable checkpoint; ValueError if none."""
-  abstract, _, _ = compile_fns(task, mesh, config.train.steps_per_call)
-  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-  restored = ckpt.restore_latest(abstract)
-  ckpt.close()
-  if restored is None:
-    raise ValueError(f"Workdir {files.path(workdir)} has no checkpoint to {what}.")
-  return restored
+class FinishedRun(NamedTuple):
+  """A run's latest checkpoint, restored for a command that samples or evaluates it."""
+  task: Any
+  mesh: Any
+  step: int
+  state: Any
+  meta: dict
+  eval_rng: Any  # the run's own evaluation key: the same samples as its evaluations
+
+
+@contextlib.contextmanager
+def _finished_run(config, workdir, devices, what, prepare):
+  """The start of every command on a finished run (evaluate, export_samples, prompt_grid):
+  the config checked, the task built, `prepare(task)` (the command's own refusals, before
+  the workdir is touched), the workdir opened for reading and its latest readable
+  checkpoint restored (a ValueError if it has none). Yields (FinishedRun, what prepare
+  returned)."""
+  mesh = parallel.make_mesh(devices)
+  validate_config(config, mesh.size)
+  task = tasks.build_task(config)
+  prepared = prepare(task)
+  with workdir_lib.open_run(workdir, config, evaluating=True):
+    abstract, _, _ = compile_fns(task, mesh, config.train.steps_per_call)
+    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+    restored = ckpt.restore_latest(abstract)
+    ckpt.close()
+    if restored is None:
+      raise ValueError(f"Workdir {files.path(workdir)} has no checkpoint to {what}.")
+    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    yield FinishedRun(task, mesh, *restored, eval_rng), prepared
 
 
 def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
@@ -163,19 +182,18 @@ def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
   from genimg_jax import images
   if n <= 0:
     raise ValueError(f"--export_samples must be positive, got {n}.")
-  mesh = parallel.make_mesh(devices)
-  validate_config(config, mesh.size)
-  task = tasks.build_task(config)
-  if not hasattr(task, "samples"):
-    raise ValueError(f"Task {config.task!r} does not generate images; nothing to export.")
-  with workdir_lib.open_run(workdir, config, evaluating=True):
-    step, state, _ = _latest(config, workdir, task, mesh, "export samples from")
+
+  def prepare(task):
+    if not hasattr(task, "samples"):
+      raise ValueError(f"Task {config.task!r} does not generate images; nothing to export.")
+
+  with _finished_run(config, workdir, devices, "export samples from", prepare) as (run, _):
+    task, step = run.task, run.step
     out = files.path(export_dir or files.join(workdir, "exports", f"step{step}_n{n}_seed{seed}"))
     workdir_lib.check_writable(out, "the export folder")
-    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     logging.info("Exporting %d samples of the checkpoint at step %d of %s to %s", n, step,
                  files.path(workdir), out)
-    samples, labels = task.samples(state, jax.random.fold_in(eval_rng, seed), n)
+    samples, labels = task.samples(run.state, jax.random.fold_in(run.eval_rng, seed), n)
     about = task.about_samples()
     u8 = images.to_uint8(samples, (-1.0, 1.0))
     if jax.process_index() == 0:
@@ -202,23 +220,22 @@ def prompt_grid(config, workdir, prompt, n, out=None, seed=0, devices=None):
   from genimg_jax import images
   if n <= 0:
     raise ValueError(f"--num_images must be positive, got {n}.")
-  mesh = parallel.make_mesh(devices)
-  validate_config(config, mesh.size)
-  task = tasks.build_task(config)
-  if not hasattr(task, "prompt_images"):
-    raise ValueError(f"Task {config.task!r} is not conditioned on text; --prompt needs a "
-                     "text_to_image run.")
-  task.captioner.tokenize(prompt)  # an unknown word: said before the checkpoint loads
-  with workdir_lib.open_run(workdir, config, evaluating=True):
-    step, state, _ = _latest(config, workdir, task, mesh, "sample a prompt from")
-    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    x = task.prompt_images(state, jax.random.fold_in(eval_rng, seed), prompt, n)
+
+  def prepare(task):
+    if not hasattr(task, "prompt_images"):
+      raise ValueError(f"Task {config.task!r} is not conditioned on text; --prompt needs a "
+                       "text_to_image run.")
+    task.captioner.tokenize(prompt)  # an unknown word: said before the checkpoint loads
+
+  with _finished_run(config, workdir, devices, "sample a prompt from", prepare) as (run, _):
+    task = run.task
+    x = task.prompt_images(run.state, jax.random.fold_in(run.eval_rng, seed), prompt, n)
     name = "_".join(task.captioner.decode(task.captioner.tokenize(prompt))[0].split())
     out = files.path(out or files.join(workdir, "prompts", f"{name}_n{n}_seed{seed}.png"))
     grid = images.make_grid(images.to_uint8(x, (-1.0, 1.0)), int(np.ceil(np.sqrt(n))))
     if jax.process_index() == 0:
       files.write_bytes(out, images.png_bytes(grid))
-    logging.info("Sampled %r from the checkpoint at step %d into %s", prompt, step, out)
+    logging.info("Sampled %r from the checkpoint at step %d into %s", prompt, run.step, out)
     return out
 
 

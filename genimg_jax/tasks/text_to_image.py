@@ -99,13 +99,19 @@ class TextToImageTask(diffusion.DiffusionTask):
   def null_labels(self, n):
     return jnp.zeros((n, captions.MAX_LENGTH), jnp.int32)  # the empty caption
 
-  def draw_conditioning(self, rng, n, heldout=False, complete=False):
+  def draw_conditioning(self, rng, n):
     """(captions [n, L], their classes [n]) of random test images."""
+    tokens, labels, _ = self.test_captions(rng, n)
+    return tokens, labels
+
+  def test_captions(self, rng, n, heldout=False, complete=False):
+    """Captions [n, L] of n random test images, with their classes [n] and attribute levels
+    [n, 3]: the prompts of the FD's samples and of the adherence evaluator's."""
     k_index, k_caption = jax.random.split(rng)
     i = jax.random.randint(k_index, (n,), 0, len(self.test_labels))
-    labels = self.test_labels[i]
-    return self._tokens(k_caption, labels, self.test_levels[i], heldout=heldout,
-                        complete=complete), labels
+    labels, levels = self.test_labels[i], self.test_levels[i]
+    tokens = self._tokens(k_caption, labels, levels, heldout=heldout, complete=complete)
+    return tokens, labels, levels
 
   def grid_conditioning(self, n):
     i = jnp.arange(n)
@@ -127,11 +133,9 @@ class TextToImageTask(diffusion.DiffusionTask):
     tokens, labels, levels = [], [], []
     b = self.config.metrics.batch_size
     for i in range(0, n, b):
-      k = jax.random.fold_in(k_draw, i)
-      k_index, k_caption = jax.random.split(k)
-      idx = jax.random.randint(k_index, (min(b, n - i),), 0, len(self.test_labels))
-      y, lv = self.test_labels[idx], self.test_levels[idx]
-      tokens.append(self._tokens(k_caption, y, lv, heldout=heldout, complete=True))
+      t, y, lv = self.test_captions(jax.random.fold_in(k_draw, i), min(b, n - i), heldout,
+                                    complete=True)
+      tokens.append(t)
       labels.append(np.asarray(parallel.fetch(y)))
       levels.append(np.asarray(parallel.fetch(lv)))
     images = self.sample(self.sampling_params(state), k_sample, n, b,
