@@ -49,6 +49,7 @@ def test_sigterm_then_resume_on_gs_equals_uninterrupted(gcs, monkeypatch, tmp_pa
   from tests.test_fault_tolerance import _config, _final_params, _sigterm_at
   from genimg_jax import train
   c = _config("vae_mnist")
+  c.train.checkpoint_every = 6  # SIGTERM lands at step 7, between checkpoints 6 and 12
   straight, interrupted = str(tmp_path / "straight"), gcs()
   train.run(c, straight)
   with monkeypatch.context() as m:
