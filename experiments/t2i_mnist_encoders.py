@@ -14,7 +14,12 @@ all that the training captions say; the held-out templates bring word orders and
 words that no encoder saw. The study measures whether the encoders that read order
 (the transformer) generalize better to them, or only cost more.
 
-Expected: not measured yet.
+A screen of early training: the transformer, slowest to learn, ends last at 2,000 steps,
+while trained 7,000 steps (t2i_mnist) it holds 98.9% on held-out phrasings; the table and
+why TF-IDF loses most on held-out phrasings: docs/studies/README.md.
+
+Expected: highest held-out class adherence 43.4% (bag of words; transformer 22.2%) at
+2,000 steps; 78 min (4 trials).
 """
 from experiments import t2i_mnist
 from genimg_jax import configs, sweep
