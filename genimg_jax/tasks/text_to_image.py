@@ -101,10 +101,10 @@ class TextToImageTask(diffusion.DiffusionTask):
 
   def draw_conditioning(self, rng, n):
     """(captions [n, L], their classes [n]) of random test images."""
-    tokens, labels, _ = self.test_captions(rng, n)
+    tokens, labels, _ = self.captions_of_test_images(rng, n)
     return tokens, labels
 
-  def test_captions(self, rng, n, heldout=False, complete=False):
+  def captions_of_test_images(self, rng, n, heldout=False, complete=False):
     """Captions [n, L] of n random test images, with their classes [n] and attribute levels
     [n, 3]: the prompts of the FD's samples and of the adherence evaluator's."""
     k_index, k_caption = jax.random.split(rng)
@@ -133,8 +133,8 @@ class TextToImageTask(diffusion.DiffusionTask):
     tokens, labels, levels = [], [], []
     b = self.config.metrics.batch_size
     for i in range(0, n, b):
-      t, y, lv = self.test_captions(jax.random.fold_in(k_draw, i), min(b, n - i), heldout,
-                                    complete=True)
+      t, y, lv = self.captions_of_test_images(jax.random.fold_in(k_draw, i), min(b, n - i),
+                                              heldout, complete=True)
       tokens.append(t)
       labels.append(np.asarray(parallel.fetch(y)))
       levels.append(np.asarray(parallel.fetch(lv)))
