@@ -112,6 +112,13 @@ def measure(images):
   return jnp.stack([mass / jnp.maximum(height, 1.0), slant, jnp.sqrt(mu20 + mu02)], axis=1)
 
 
+def measure_images(images, batch=10_000):
+  """measure() of many uint8 images [N, H, W, 1], a batch at a time: numpy [N, 3]."""
+  fn = xla.jit(measure, once=True)
+  return np.concatenate([np.asarray(fn(images[i:i + batch].astype(np.float32) / 127.5 - 1.0))
+                         for i in range(0, len(images), batch)])
+
+
 class Levels:
   """Per-class terciles of each attribute on the training split: thresholds [C, 3, 2]
   (attribute levels) and the sorted values [C, 3, n_c] (a measured value's percentile
@@ -122,15 +129,10 @@ class Levels:
     self.sorted_values = sorted_values
 
   @classmethod
-  def fit(cls, images, labels, num_classes, batch=10_000):
-    """From training images ([N, H, W, 1], uint8 or float in [-1, 1]) and labels."""
-    fn = xla.jit(measure, once=True)
-    values = []
-    for i in range(0, len(images), batch):
-      x = images[i:i + batch]
-      x = x.astype(np.float32) / 127.5 - 1.0 if x.dtype == np.uint8 else x
-      values.append(np.asarray(fn(x)))
-    values = np.concatenate(values)
+  def fit(cls, values, labels, num_classes):
+    """From the attributes measured on training images ([N, 3], measure_images) and their
+    labels [N]."""
+    values, labels = np.asarray(values), np.asarray(labels)
     thresholds, sorted_values = [], []
     for c in range(num_classes):
       v = values[labels == c]

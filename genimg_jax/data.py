@@ -195,11 +195,10 @@ def is_mocked(config):
   return _mocked(get_builder(config))
 
 
-def split_arrays(config, split, limit=0):
-  """A whole split in host memory, {"image": uint8 [N, H, W, C], "label": int32 [N]}, its
-  first `limit` examples if limit > 0 (what a task measures on the data itself, e.g. the
-  captions' attribute levels)."""
-  return _arrays(config, split, limit)
+def split_arrays(config, split):
+  """A whole split in host memory, {"image": uint8 [N, H, W, C], "label": int32 [N]} (what
+  a task measures on the data itself, e.g. the captions' attribute levels)."""
+  return _arrays(config, split)
 
 
 def preprocess(image_uint8, mode, seed):

@@ -43,17 +43,16 @@ def _data_statistics(config):
          data.is_mocked(config))  # tfds.testing.mock_data: other arrays under the same name
   if key not in _STATISTICS:
     train = data.split_arrays(config, config.data.train_split)
-    levels = captions.Levels.fit(train["image"], train["label"], config.model.num_classes)
-    measure = xla.jit(captions.measure, once=True)
-    of = lambda split: levels.levels(measure(split["image"].astype(np.float32) / 127.5 - 1.0),
-                                     jnp.asarray(split["label"]))
     test = data.split_arrays(config, config.data.eval_split)
-    first = {k: v[:20_000] for k, v in train.items()}
-    test_values = measure(test["image"].astype(np.float32) / 127.5 - 1.0)
+    train_values = captions.measure_images(train["image"])
+    test_values = captions.measure_images(test["image"])
+    levels = captions.Levels.fit(train_values, train["label"], config.model.num_classes)
+    of = lambda values, labels: levels.levels(jnp.asarray(values), jnp.asarray(labels))
+    n = 20_000
     _STATISTICS[key] = {"levels": levels, "test_labels": jnp.asarray(test["label"]),
-                        "test_levels": levels.levels(test_values, jnp.asarray(test["label"])),
-                        "test_values": np.asarray(test_values), "idf_labels": first["label"],
-                        "idf_levels": of(first)}
+                        "test_levels": of(test_values, test["label"]),
+                        "test_values": test_values, "idf_labels": train["label"][:n],
+                        "idf_levels": of(train_values[:n], train["label"][:n])}
   return _STATISTICS[key]
 
 
