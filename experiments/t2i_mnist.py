@@ -56,3 +56,12 @@ def get_config(arg=None):
     c.model.cross_attention_resolutions = ()  # the middle block only
     c.metrics.adherence_num_samples = 0
   return c
+
+
+def study_metrics(c):
+  """The evaluation of the t2i studies (t2i_mnist_guidance, t2i_mnist_encoders), enough to
+  rank their trials: the classifier's FD of 1,000 samples, no Inception, and the adherence
+  of 500 samples per template set."""
+  c.metrics.num_samples = 1000
+  c.metrics.inception_num_samples = 0
+  c.metrics.adherence_num_samples = 500

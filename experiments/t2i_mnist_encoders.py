@@ -39,9 +39,7 @@ def get_config(arg=None):
   c = t2i_mnist.get_config(arg)
   if arg != "runlocal":
     c.train.steps = 2000
-    c.metrics.num_samples = 1000
-    c.metrics.inception_num_samples = 0
-    c.metrics.adherence_num_samples = 500
+    t2i_mnist.study_metrics(c)
   return c
 
 

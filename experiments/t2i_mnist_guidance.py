@@ -35,9 +35,7 @@ def get_config(arg=None):
   configs.variants(arg, ("runlocal",), "t2i_mnist_guidance")
   c = t2i_mnist.get_config(arg)
   if arg != "runlocal":
-    c.metrics.num_samples = 1000
-    c.metrics.inception_num_samples = 0  # the classifier's FD: enough to rank the scales
-    c.metrics.adherence_num_samples = 500
+    t2i_mnist.study_metrics(c)
   return c
 
 

@@ -277,7 +277,7 @@ MUTATIONS = [
     _m("same_conv: the input gradient with the kernel unflipped", "genimg_jax/models/cpu_layers.py",
        "dx = same_conv(dy_BHWF, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))",
        "dx = same_conv(dy_BHWF, kernel.transpose(0, 1, 3, 2))", ["tests/test_cpu_layers.py"]),
-    # --- the autoencoder's bottlenecks
+    # --- text-to-image
     _m("T2I: cross-attention reads the padding", "genimg_jax/models/text.py",
        "logits = jnp.where(mask[:, None, None, :], logits, -1e9)", "logits = logits",
        ["tests/test_text_to_image.py", "-k", "cross_attention"]),
@@ -291,6 +291,7 @@ MUTATIONS = [
     _m("T2I: dropped captions are not the empty caption", "genimg_jax/tasks/text_to_image.py",
        "return jnp.where(drop[:, None], 0, tokens)", "return tokens",
        ["tests/test_text_to_image.py", "-k", "empty_caption"]),
+    # --- the autoencoder's bottlenecks
     _m("VQ: no straight-through gradient to the encoder", "genimg_jax/models/bottlenecks.py",
        "return z + jax.lax.stop_gradient(q - z)", "return q",
        ["tests/test_autoencoder.py", "-k", "straight_through or fsq"]),
