@@ -174,10 +174,16 @@ class Captioner:
       for synonyms in spec[s]:
         for phrase in synonyms:
           vocab.update(words(phrase))
-    for t in spec["templates"] + spec["heldout_templates"]:
-      vocab.update(w for w in words(re.sub(r"\{\w+\}", " ", t)))
+    template_words = lambda t: words(re.sub(r"\{\w+\}", " ", t))
+    trained = vocab | {w for t in spec["templates"] for w in template_words(t)}
+    for t in spec["heldout_templates"]:
+      vocab.update(template_words(t))
+    vocab |= trained
     self.vocabulary = ["<pad>"] + sorted(vocab)
     self.ids = {w: i for i, w in enumerate(self.vocabulary)}
+    # [vocab] bool: the words a training caption can contain (the held-out templates' own
+    # filler words are not among them; neither is the padding).
+    self.training_words = np.array([w in trained for w in self.vocabulary])
     # Phrases: [slots, values, synonyms, phrase words] of word ids, and the synonym counts.
     self.max_phrase = max(len(words(p)) for s in self.slots for syn in spec[s] for p in syn)
     values = max(len(spec[s]) for s in self.slots)

@@ -291,6 +291,10 @@ MUTATIONS = [
     _m("T2I: dropped captions are not the empty caption", "genimg_jax/tasks/text_to_image.py",
        "return jnp.where(drop[:, None], 0, tokens)", "return tokens",
        ["tests/test_text_to_image.py", "-k", "empty_caption"]),
+    _m("T2I: the bag encoders count the held-out filler words", "genimg_jax/tasks/text_to_image.py",
+       "weights = self.captioner.training_words.astype(np.float64)",
+       "weights = np.ones(self.captioner.vocab_size)",
+       ["tests/test_text_to_image.py", "-k", "bag_encoders"]),
     # --- the autoencoder's bottlenecks
     _m("VQ: no straight-through gradient to the encoder", "genimg_jax/models/bottlenecks.py",
        "return z + jax.lax.stop_gradient(q - z)", "return q",

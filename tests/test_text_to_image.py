@@ -79,6 +79,11 @@ def test_captions_are_a_function_of_the_key_and_say_the_class_and_levels():
                         for s in range(20)))
   assert heldout and not heldout & train
   assert all(t.startswith(("an image of", "someone drew")) for t in heldout)
+  # the training vocabulary: every word of the training captions, no held-out filler word
+  in_train = {w for t in train for w in t.split()}
+  assert {w for w, k in zip(c.vocabulary, c.training_words) if k} == in_train
+  assert {"image", "someone", "drew"} <= {w for w, k in zip(c.vocabulary, c.training_words)
+                                          if not k}
 
 
 def test_the_tokenizer_reports_unknown_words_and_round_trips():
@@ -99,7 +104,7 @@ def test_each_encoder_gives_features_a_mask_and_a_pooled_vector(name):
   ids = jnp.asarray(np.concatenate([c.tokenize(["a thick seven", "one"]),
                                     np.zeros((1, captions.MAX_LENGTH), np.int32)]))
   enc = text.build_text_encoder(name, c.vocab_size, 8, depth=1, num_heads=2,
-                                idf=np.ones(c.vocab_size))
+                                word_weights=np.ones(c.vocab_size))
   params = enc.init(jax.random.PRNGKey(0), ids)
   features, mask, pooled = enc.apply(params, ids)
   assert pooled.shape == (3, 8) and features.shape[0] == 3 and features.shape[-1] == 8
@@ -136,6 +141,22 @@ def _runlocal():
   c = t2i_mnist.get_config("runlocal")
   c.experiment, c.experiment_arg = "t2i_mnist", "runlocal"
   return c
+
+
+@pytest.mark.parametrize("name", ["bow", "tfidf"])
+def test_the_bag_encoders_ignore_a_word_no_training_caption_contains(name):
+  from genimg_jax import tasks
+  c = _runlocal()
+  c.model.text_encoder = name
+  task = tasks.build_task(c)
+  ids = jnp.asarray(task.captioner.tokenize(
+      ["a thick seven", "someone drew a thick seven", "a thin seven", "someone drew"]))
+  enc = task.text_encoder
+  params = jax.tree.map(lambda p: p + 0.1, enc.init(jax.random.PRNGKey(0), ids))
+  _, _, pooled = enc.apply(params, ids)
+  np.testing.assert_array_equal(pooled[1], pooled[0])  # "someone drew": held-out filler
+  assert float(jnp.abs(pooled[2] - pooled[0]).max()) > 1e-3  # a training word counts
+  np.testing.assert_array_equal(pooled[3], params["params"]["Dense_0"]["bias"])  # nothing
 
 
 def test_the_empty_caption_is_the_null_and_dropout_draws_it_with_its_probability():

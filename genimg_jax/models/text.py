@@ -13,6 +13,11 @@ The encoders, by model.text_encoder (`build_text_encoder`):
   tfidf        the counts weighted by inverse document frequency (idf = log(1 / df), df
                over the training captions, captions.Captioner.document_frequency), L2
                normalized, one Dense; a single feature token.
+               Both count only the words of their vocabulary (`word_weights`, the task's:
+               the words the training captions contain), as scikit-learn's vectorizers
+               ignore a word their fit never saw: such a word's Dense row never trains, and
+               counting it would add its random initialization (under TF-IDF, at the
+               largest idf) to the caption's vector.
   embedding    learned word embeddings [B, L, D]: the features are the words' embeddings,
                pooled their mean over the real tokens.
   transformer  learned word and position embeddings through `text_depth` pre-LayerNorm
@@ -42,13 +47,15 @@ def _counts(tokens, vocab_size):
 class BagOfWords(nn.Module):
   vocab_size: int
   dim: int
-  idf: tuple = ()  # tfidf: the inverse document frequencies [V]
+  word_weights: tuple = ()  # [V] each word's weight (tfidf: its idf; 0: not counted); () all 1
+  normalize: bool = False   # tfidf: the weighted counts L2 normalized
 
   @nn.compact
   def __call__(self, tokens):
     x = _counts(tokens, self.vocab_size)
-    if self.idf:
-      x = x * jnp.asarray(self.idf, jnp.float32)
+    if self.word_weights:
+      x = x * jnp.asarray(self.word_weights, jnp.float32)
+    if self.normalize:
       x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
     pooled = nn.Dense(self.dim)(x)
     mask = (tokens > 0).any(1, keepdims=True)
@@ -92,14 +99,17 @@ class TransformerEncoder(nn.Module):
     return x, mask, pooled
 
 
-def build_text_encoder(name, vocab_size, dim, depth=2, num_heads=4, idf=None):
-  """The text encoder named by model.text_encoder (module doc)."""
+def build_text_encoder(name, vocab_size, dim, depth=2, num_heads=4, word_weights=None):
+  """The text encoder named by model.text_encoder (module doc). word_weights [V]: the bag
+  encoders' weight of each word's count (bow: 1 for the vocabulary's words, 0 for the
+  others; None: every word 1; tfidf: the idf, 0 outside the vocabulary; required)."""
+  weights = () if word_weights is None else tuple(float(v) for v in np.asarray(word_weights))
   if name == "bow":
-    return BagOfWords(vocab_size, dim)
+    return BagOfWords(vocab_size, dim, weights)
   if name == "tfidf":
-    if idf is None:
+    if word_weights is None:
       raise ValueError("The tfidf encoder needs the inverse document frequencies.")
-    return BagOfWords(vocab_size, dim, tuple(float(v) for v in np.asarray(idf)))
+    return BagOfWords(vocab_size, dim, weights, normalize=True)
   if name == "embedding":
     return WordEmbeddings(vocab_size, dim)
   if name == "transformer":

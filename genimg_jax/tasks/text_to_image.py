@@ -73,14 +73,17 @@ class TextToImageTask(diffusion.DiffusionTask):
     self.attribute_levels = stats["levels"]
     self.test_labels, self.test_levels = stats["test_labels"], stats["test_levels"]
     self.test_values = stats["test_values"]  # the attributes measured on the test images
-    idf = None
+    # The bag encoders count the words the training captions contain, no others
+    # (models/text.py); TF-IDF weights them by their idf in 4,096 training captions.
+    weights = self.captioner.training_words.astype(np.float64)
     if m.text_encoder == "tfidf":
       df = self.captioner.document_frequency(jax.random.PRNGKey(_IDF_KEY),
                                              stats["idf_labels"], stats["idf_levels"])
-      idf = np.log(1.0 / np.maximum(df, 1.0 / 4096))  # a word never seen: as rare as can be
-    encoder = text.build_text_encoder(m.text_encoder, self.captioner.vocab_size, m.text_dim,
-                                      m.text_depth, m.text_heads, idf)
-    self.model = denoisers.build_denoiser(m, self.image_shape, text=encoder)
+      weights *= np.log(1.0 / np.maximum(df, 1.0 / 4096))  # a word missed by the 4,096: rare
+    self.text_encoder = text.build_text_encoder(
+        m.text_encoder, self.captioner.vocab_size, m.text_dim, m.text_depth, m.text_heads,
+        weights if m.text_encoder in ("bow", "tfidf") else None)
+    self.model = denoisers.build_denoiser(m, self.image_shape, text=self.text_encoder)
     self._tokens = xla.jit(self.captioner.tokens, static_argnames=("heldout", "complete"))
 
   # --- the conditioning (diffusion.DiffusionTask's seam) ---------------------------------
