@@ -206,6 +206,11 @@ class StyleGANGenerator(nn.Module):
     return img
 
   def __call__(self, z_BZ, y_B=None, train=True, truncation_psi=1.0):
+    return self.synthesize(self.styles(z_BZ, y_B, train, truncation_psi))
+
+  def styles(self, z_BZ, y_B=None, train=True, truncation_psi=1.0):
+    """The per-layer ws [B, num_ws, w_dim] of z: mapped, the running mean of w updated in
+    training, truncated at evaluation, style-mixed in training (module doc)."""
     w = self.map(z_BZ, y_B)
     if train and not self.is_initializing():  # the running mean of w
       mean = jnp.mean(jax.lax.stop_gradient(w), axis=0)
@@ -220,7 +225,7 @@ class StyleGANGenerator(nn.Module):
       cut = jax.random.randint(rng_cut, (w.shape[0],), 1, self.num_ws)
       cut = jnp.where(jax.random.uniform(rng_p, (w.shape[0],)) < self.mixing_prob, cut, self.num_ws)
       ws = mix_styles(ws, ws2, cut)
-    return self.synthesize(ws)
+    return ws
 
 
 class _DResBlock(nn.Module):
