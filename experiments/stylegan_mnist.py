@@ -14,7 +14,9 @@ and demodulated convolutions, noise inputs and skip ToRGBs; a residual discrimin
 the non-saturating loss, lazy R1 on real images (gamma 0.01, i.e. gan.penalty_weight =
 gamma / 2, every 16 D steps), style mixing with probability 0.9, Adam(2.5e-3, b1 = 0,
 b2 = 0.99) for both, EMA of G 0.995 (the paper's 10k-image half-life at batch 64),
-batch 64, 10,000 steps. Evaluated as gan_mnist (FID on 10,000 samples against the
+batch 64, 10,000 steps. Path-length regularization is off, as in StyleGAN2-ADA's
+CIFAR-10 configuration (`--experiment.gan.pl_weight=2`: the paper's weight, on every 4th
+G step on half a batch). Evaluated as gan_mnist (FID on 10,000 samples against the
 10,000 test images, the classifier metrics), without truncation (psi = 1).
 
 Expected: not measured yet.

@@ -168,6 +168,9 @@ def gan_config():
   c.gan.truncation_psi = 1.0         # stylegan: samples and metrics from w_avg + psi (w - w_avg)
   c.gan.z_truncation = 0.0           # > 0: samples' and metrics' z truncated to [-t, t] (BigGAN)
   c.gan.g_ortho_weight = 0.0         # orthogonal regularization of G's weights (BigGAN: 1e-4)
+  c.gan.pl_weight = 0.0              # stylegan: path-length regularization of G (StyleGAN2: 2)
+  c.gan.pl_every = 4                 # lazy: on every k-th G step, weighted k
+  c.gan.pl_batch_shrink = 2          # on batch_size / this fresh samples
   c.gan.n_critic = 1                 # D steps per G step (each on its own real batch)
   c.gan.ema_decay = 0.999            # EMA of G weights for samples and metrics; 0 = off
   c.optim.lr = 2e-4                  # G optimizer

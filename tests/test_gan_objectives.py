@@ -97,3 +97,23 @@ def test_dragan_perturbs_real_data_by_c_times_its_std():
     u = np.random.default_rng(0).uniform(size=(100_000, 4))
     want = np.mean((np.linalg.norm(np.asarray(x0) + c * s * u, axis=1) - 1.0)**2)
     np.testing.assert_allclose(pen, want, rtol=0.01)
+
+
+def test_path_length_of_a_linear_synthesis_matches_the_hand_computation():
+  """synthesize(ws) = s * ws laid out as an image: J^T y = s * y, so the length of each
+  example is s * sqrt(mean over layers of sum over w of y^2); the running mean moves by
+  decay towards the mean length and is not differentiated."""
+  ws = jax.random.normal(jax.random.PRNGKey(0), (6, 4, 16))  # [B, layers, w] -> 8x8 images
+  rng = jax.random.PRNGKey(1)
+  y = jax.random.normal(rng, (6, 8, 8, 1)) / 8.0
+  c = jnp.sqrt(jnp.mean(jnp.sum(y.reshape(6, 4, 16) ** 2, axis=2), axis=1))  # s = 1
+  def penalty(s):
+    synthesize = lambda ws: s * ws.reshape(6, 8, 8, 1)
+    return G.path_length_penalty(synthesize, ws, 0.5, rng, decay=0.01)
+  pen, mean, lengths = penalty(3.0)
+  np.testing.assert_allclose(lengths, 3.0 * c, rtol=1e-5)
+  want_mean = 0.5 + 0.01 * (jnp.mean(3.0 * c) - 0.5)
+  np.testing.assert_allclose(mean, want_mean, rtol=1e-6)
+  np.testing.assert_allclose(pen, jnp.mean((3.0 * c - want_mean) ** 2), rtol=1e-5)
+  grad = jax.grad(lambda s: penalty(s)[0])(3.0)  # through the lengths only
+  np.testing.assert_allclose(grad, jnp.mean(2 * (3.0 * c - want_mean) * c), rtol=1e-4)

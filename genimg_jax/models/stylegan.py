@@ -17,6 +17,8 @@ Generator: z (and a label) -> mapping network -> w -> one w per layer ("ws") -> 
   samples given z) and a bias and leaky ReLU; a skip generator: each resolution's
   modulated 1x1 ToRGB (no demodulation) is added to the upsampled image so far. A
   28x28 image is the centre crop of the 32x32 output.
+* Path-length regularization (gan.pl_weight, in tasks/gan.py) differentiates `synthesize`
+  with respect to the ws of `styles`.
 * Simplifications against the paper: bilinear up- and average-pool downsampling instead
   of the [1, 3, 3, 1] FIR filter; modulation applied to the activations (the paper's
   non-fused form, the same function as scaling the weights).

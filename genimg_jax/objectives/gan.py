@@ -3,15 +3,17 @@
 Losses take discriminator outputs (logits / critic values) on real and fake
 batches and return scalars; `gan_losses(name)` gives the (d_loss, g_loss) pair.
 Penalties take a function x -> D(x) (one value per example) and batches;
-`orthogonal_penalty` takes the generator's parameters (BigGAN, Brock et al. 2019).
+`orthogonal_penalty` takes the generator's parameters (BigGAN, Brock et al. 2019);
+`path_length_penalty` the StyleGAN generator's synthesis function and its ws.
 
 References: minimax and non-saturating (Goodfellow et al. 2014), hinge (Lim & Ye
 2017; Miyato et al. 2018), Wasserstein (Arjovsky et al. 2017), least squares (Mao
 et al. 2017); WGAN-GP (Gulrajani et al. 2017), DRAGAN (Kodali et al. 2017),
-R1 / R2 (Mescheder et al. 2018).
+R1 / R2 (Mescheder et al. 2018), path length (Karras et al. 2020).
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 # --- discriminator losses ------------------------------------------------------
@@ -105,6 +107,23 @@ def r2_penalty(d_fn, real, fake, rng):
 
 PENALTIES = {"wgan_gp": wgan_gp_penalty, "dragan": dragan_penalty,
              "r1": r1_penalty, "r2": r2_penalty}
+
+
+def path_length_penalty(synthesize, ws, pl_mean, rng, decay=0.01):
+  """StyleGAN2's path-length regularization (Karras et al. 2020, eq. 4): for a random
+  image-space direction y ~ N(0, I) / sqrt(H W), the length a = ||J_w^T y|| of the ws'
+  gradient of <synthesize(ws), y> (its squares summed over w's width, averaged over the
+  layers, the root), pulled towards its running mean. synthesize: ws [B, L, W] -> images
+  [B, H, W, C]. Returns (E[(a - mean')^2], mean', a [B]) with mean' = pl_mean + decay
+  (E[a] - pl_mean), the running mean updated first (and not differentiated), as the
+  paper's code does."""
+  images, vjp = jax.vjp(synthesize, ws)
+  H, W = images.shape[1:3]
+  y = jax.random.normal(rng, images.shape, images.dtype) / np.sqrt(H * W)
+  (grads,) = vjp(y)
+  lengths = jnp.sqrt(jnp.mean(jnp.sum(grads ** 2, axis=2), axis=1))
+  new_mean = jax.lax.stop_gradient(pl_mean + decay * (jnp.mean(lengths) - pl_mean))
+  return jnp.mean((lengths - new_mean) ** 2), new_mean, lengths
 
 
 def orthogonal_penalty(params):

@@ -5,7 +5,8 @@ own slice of the real batch and fresh noise), then one generator update, then th
 EMA of the generator's weights. State layout:
   params       {"g": ..., "d": ...}        opt_state {"g": ..., "d": ...}
   batch_stats  {"g": G BatchNorm statistics (StyleGAN: the running mean of w), "d": D
-               spectral-norm vectors / BatchNorm statistics}
+               spectral-norm vectors / BatchNorm statistics, "pl_mean": the running mean
+               of the path length, with gan.pl_weight > 0}
   ema_params   EMA of G's params ({} when gan.ema_decay = 0)
 The penalty (gan.penalty) enters D's loss with gan.penalty_weight on every D step, or,
 with gan.penalty_every = k > 1, lazily: on every k-th D step, weighted k. In training
@@ -13,7 +14,10 @@ the generator gets its own rngs ("noise", "mixing": the StyleGAN generator's noi
 inputs and style mixing); at evaluation the StyleGAN generator samples with the
 truncation trick at gan.truncation_psi, and any generator's z can be truncated to
 [-t, t] (gan.z_truncation, BigGAN's trick). gan.g_ortho_weight > 0 adds BigGAN's
-orthogonal regularization of G's weights to G's loss ("g_ortho").
+orthogonal regularization of G's weights to G's loss ("g_ortho"); gan.pl_weight > 0 adds
+StyleGAN2's path-length regularization ("pl", lazily on every gan.pl_every-th G step,
+weighted by it, on gan.batch_size / gan.pl_batch_shrink fresh samples; "pl_mean" its
+running mean), and then G's adversarial loss is logged apart ("g_adversarial").
 Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty (0 on the D steps
 a lazy penalty skips), and the gradient norms of both players. The evaluators (config.evals) use samples,
 about_samples and grid_samples: the EMA generator's images.
@@ -62,6 +66,15 @@ class GANTask:
     if g.z_truncation < 0 or g.g_ortho_weight < 0:
       raise ValueError("gan.z_truncation (0 = off) and gan.g_ortho_weight must be >= 0, got "
                        f"{g.z_truncation} and {g.g_ortho_weight}.")
+    if g.pl_weight < 0 or (g.pl_weight > 0 and config.model.name != "stylegan"):
+      raise ValueError("gan.pl_weight (path-length regularization; 0 = off) must be >= 0 and "
+                       f"applies to the stylegan generator; got {g.pl_weight} with "
+                       f"{config.model.name!r}.")
+    if g.pl_weight > 0 and (g.pl_every < 1 or g.pl_batch_shrink < 1
+                            or config.train.batch_size % g.pl_batch_shrink):
+      raise ValueError("gan.pl_every must be >= 1 and gan.pl_batch_shrink divide "
+                       f"train.batch_size; got {g.pl_every}, {g.pl_batch_shrink} and "
+                       f"{config.train.batch_size}.")
     self.image_shape = data.image_shape(config)
     self.generator, self.discriminator = gan_models.build_gan(config.model, self.image_shape)
     self.g_tx = optim.build_optimizer(config.optim, config.train.steps)
@@ -107,6 +120,8 @@ class GANTask:
     params = {"g": gv["params"], "d": dv["params"]}
     opt_state = {"g": self.g_tx.init(params["g"]), "d": self.d_tx.init(params["d"])}
     stats = {"g": gv.get("batch_stats", {}), "d": dv.get("batch_stats", {})}
+    if self.config.gan.pl_weight > 0:
+      stats["pl_mean"] = jnp.zeros(())
     ema = gv["params"] if self.config.gan.ema_decay > 0 else {}
     return state_lib.create(params, opt_state, ema_params=ema, batch_stats=stats)
 
@@ -169,10 +184,16 @@ class GANTask:
     def g_objective(g_params):
       fake, g_stats = self._g(g_params, stats["g"], z, y_fake, True, jax.random.fold_in(rng, 2))
       d_fake, _ = self._d(d_params, d_stats, fake, y_fake, True)
-      loss, parts = self.g_loss_fn(d_fake), {}
+      adversarial = self.g_loss_fn(d_fake)
+      loss, parts = adversarial, {}
       if g_cfg.g_ortho_weight > 0:
         parts["g_ortho"] = gan_obj.orthogonal_penalty(g_params)
         loss = loss + g_cfg.g_ortho_weight * parts["g_ortho"]
+      if g_cfg.pl_weight > 0:
+        parts["g_adversarial"] = adversarial
+        parts["pl"], parts["pl_mean"] = self._path_length(
+            g_params, stats["g"], state.step, stats["pl_mean"], jax.random.fold_in(rng, 4))
+        loss = loss + g_cfg.pl_weight * g_cfg.pl_every * parts["pl"]
       return loss, (g_stats, parts)
 
     (g_loss, (g_stats, g_parts)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(p["g"])
@@ -184,9 +205,35 @@ class GANTask:
     metrics = dict(d_parts, **g_parts, g_loss=g_loss, g_grad_norm=state_lib.tree_norm(g_grads))
     metrics["loss"] = d_parts["d_loss"] + g_loss  # the scalar whose finiteness is watched
     finite = state_lib.all_finite(metrics["loss"], g_grads, d_params)
+    new_stats = {"g": g_stats, "d": d_stats}
+    if g_cfg.pl_weight > 0:
+      new_stats["pl_mean"] = g_parts["pl_mean"]
     new = {"params": {"g": g_params, "d": d_params}, "opt_state": {"g": g_opt, "d": d_opt},
-           "batch_stats": {"g": g_stats, "d": d_stats}, "ema_params": ema}
+           "batch_stats": new_stats, "ema_params": ema}
     return state_lib.guarded_apply(state, new, finite), metrics
+
+  def _path_length(self, g_params, g_stats, g_step, pl_mean, rng):
+    """(StyleGAN2's path-length penalty, the new running mean of the length) on
+    batch_size / pl_batch_shrink fresh samples (with style mixing and noise, as in
+    training), on every pl_every-th G step; (0, pl_mean) on the others."""
+    g = self.config.gan
+    n = self.config.train.batch_size // g.pl_batch_shrink
+    kz, ky, k_mix, k_noise, k_dir = jax.random.split(rng, 5)
+    z = jax.random.normal(kz, (n, self.config.model.latent_dim))
+    y = self.sample_labels(ky, n)
+    variables = {"params": g_params, "batch_stats": g_stats}
+
+    def penalty():
+      ws, _ = self.generator.apply(variables, z, y, train=True, method="styles",
+                                   mutable=["batch_stats"], rngs={"mixing": k_mix})
+      synthesize = lambda ws: self.generator.apply(variables, ws, method="synthesize",
+                                                   rngs={"noise": k_noise})
+      pen, new_mean, _ = gan_obj.path_length_penalty(synthesize, ws, pl_mean, k_dir)
+      return pen, new_mean
+
+    if g.pl_every == 1:
+      return penalty()
+    return jax.lax.cond(g_step % g.pl_every == 0, penalty, lambda: (jnp.zeros(()), pl_mean))
 
   # --- sampling and evaluation ---------------------------------------------------------
   def sampling_params(self, state):
