@@ -9,8 +9,10 @@ w eps(z, empty caption)), DDIM at 50 steps: the classifier's FD of 1,000 samples
 prompted by captions of random test images, and the adherence of 500 samples in the
 training and the held-out templates (evaluators/adherence.py). The report plots the
 prompted-class accuracy against the FD per scale: how much fidelity adherence costs.
+Table and reading: docs/studies/README.md.
 
-Expected: not measured yet.
+Expected: held-out class adherence 87.6% without guidance, 99.8% at guidance 2; lowest
+classifier FD 20.7 at guidance 0.5 (N = 1,000); 26 min (5 trials).
 """
 from experiments import t2i_mnist
 from genimg_jax import configs, sweep
