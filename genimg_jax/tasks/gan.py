@@ -191,9 +191,9 @@ class GANTask:
         loss = loss + g_cfg.g_ortho_weight * parts["g_ortho"]
       if g_cfg.pl_weight > 0:
         parts["g_adversarial"] = adversarial
-        parts["pl"], parts["pl_mean"] = self._path_length(
+        term, parts["pl"], parts["pl_mean"] = self.path_length_term(
             g_params, stats["g"], state.step, stats["pl_mean"], jax.random.fold_in(rng, 4))
-        loss = loss + g_cfg.pl_weight * g_cfg.pl_every * parts["pl"]
+        loss = loss + term
       return loss, (g_stats, parts)
 
     (g_loss, (g_stats, g_parts)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(p["g"])
@@ -212,10 +212,11 @@ class GANTask:
            "batch_stats": new_stats, "ema_params": ema}
     return state_lib.guarded_apply(state, new, finite), metrics
 
-  def _path_length(self, g_params, g_stats, g_step, pl_mean, rng):
-    """(StyleGAN2's path-length penalty, the new running mean of the length) on
-    batch_size / pl_batch_shrink fresh samples (with style mixing and noise, as in
-    training), on every pl_every-th G step; (0, pl_mean) on the others."""
+  def path_length_term(self, g_params, g_stats, g_step, pl_mean, rng):
+    """(the term G's loss adds, StyleGAN2's path-length penalty, the new running mean of
+    the length) on batch_size / pl_batch_shrink fresh samples (with style mixing and
+    noise, as in training): on every pl_every-th G step the term is pl_weight x pl_every
+    x the penalty; on the others (0, 0, pl_mean)."""
     g = self.config.gan
     n = self.config.train.batch_size // g.pl_batch_shrink
     kz, ky, k_mix, k_noise, k_dir = jax.random.split(rng, 5)
@@ -229,11 +230,12 @@ class GANTask:
       synthesize = lambda ws: self.generator.apply(variables, ws, method="synthesize",
                                                    rngs={"noise": k_noise})
       pen, new_mean, _ = gan_obj.path_length_penalty(synthesize, ws, pl_mean, k_dir)
-      return pen, new_mean
+      return g.pl_weight * g.pl_every * pen, pen, new_mean
 
     if g.pl_every == 1:
       return penalty()
-    return jax.lax.cond(g_step % g.pl_every == 0, penalty, lambda: (jnp.zeros(()), pl_mean))
+    zero = jnp.zeros(())
+    return jax.lax.cond(g_step % g.pl_every == 0, penalty, lambda: (zero, zero, pl_mean))
 
   # --- sampling and evaluation ---------------------------------------------------------
   def sampling_params(self, state):
