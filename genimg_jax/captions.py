@@ -169,17 +169,12 @@ class Captioner:
     self.dataset = dataset
     self.slots = [s for s in SLOTS if s in spec]
     self.attributes = sorted({_SLOT_ATTRIBUTE[s] for s in self.slots} - {None})
-    vocab = set()
-    for s in self.slots:
-      for synonyms in spec[s]:
-        for phrase in synonyms:
-          vocab.update(words(phrase))
+    slot_words = {w for s in self.slots for synonyms in spec[s] for phrase in synonyms
+                  for w in words(phrase)}
     template_words = lambda t: words(re.sub(r"\{\w+\}", " ", t))
-    trained = vocab | {w for t in spec["templates"] for w in template_words(t)}
-    for t in spec["heldout_templates"]:
-      vocab.update(template_words(t))
-    vocab |= trained
-    self.vocabulary = ["<pad>"] + sorted(vocab)
+    trained = slot_words | {w for t in spec["templates"] for w in template_words(t)}
+    heldout = {w for t in spec["heldout_templates"] for w in template_words(t)}
+    self.vocabulary = ["<pad>"] + sorted(trained | heldout)
     self.ids = {w: i for i, w in enumerate(self.vocabulary)}
     # [vocab] bool: the words a training caption can contain (the held-out templates' own
     # filler words are not among them; neither is the padding).

@@ -16,7 +16,7 @@ truncation trick at gan.truncation_psi, and any generator's z can be truncated t
 [-t, t] (gan.z_truncation, BigGAN's trick). gan.g_ortho_weight > 0 adds BigGAN's
 orthogonal regularization of G's weights to G's loss ("g_ortho"); gan.pl_weight > 0 adds
 StyleGAN2's path-length regularization ("pl", lazily on every gan.pl_every-th G step,
-weighted by it, on gan.batch_size / gan.pl_batch_shrink fresh samples; "pl_mean" its
+weighted by it, on train.batch_size / gan.pl_batch_shrink fresh samples; "pl_mean" its
 running mean), and then G's adversarial loss is logged apart ("g_adversarial").
 Metrics: d_loss, g_loss, d_real, d_fake (mean D outputs), the penalty (0 on the D steps
 a lazy penalty skips), and the gradient norms of both players. The evaluators (config.evals) use samples,
