@@ -162,8 +162,13 @@ def _finished_run(config, workdir, devices, what, prepare):
     ckpt.close()
     if restored is None:
       raise ValueError(f"Workdir {files.path(workdir)} has no checkpoint to {what}.")
-    _, _, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    yield FinishedRun(task, mesh, *restored, eval_rng), prepared
+    yield FinishedRun(task, mesh, *restored, _run_keys(config)[2]), prepared
+
+
+def _run_keys(config):
+  """(init, train, evaluation) keys of a run, derived from config.seed in this one place:
+  a command on a finished run evaluates with the key its own evaluations used."""
+  return jax.random.split(jax.random.PRNGKey(config.seed), 3)
 
 
 def export_samples(config, workdir, n, export_dir=None, seed=0, devices=None):
@@ -242,7 +247,7 @@ def prompt_grid(config, workdir, prompt, n, out=None, seed=0, devices=None):
 def _train_and_evaluate(config, workdir, task, evals, mesh):
   t = config.train
   k, total = t.steps_per_call, t.steps
-  init_rng, train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+  init_rng, train_rng, eval_rng = _run_keys(config)
   abstract, init, train_step = compile_fns(task, mesh, k)
   ckpt = checkpoint.Checkpointer(workdir, t.keep_checkpoints, t.storage_retry_seconds)
   restored = ckpt.restore_latest(abstract)

@@ -102,7 +102,8 @@ class TransformerEncoder(nn.Module):
 def build_text_encoder(name, vocab_size, dim, depth=2, num_heads=4, word_weights=None):
   """The text encoder named by model.text_encoder (module doc). word_weights [V]: the bag
   encoders' weight of each word's count (bow: 1 for the vocabulary's words, 0 for the
-  others; None: every word 1; tfidf: the idf, 0 outside the vocabulary; required)."""
+  others; None: every word 1; tfidf: the idf, 0 outside the vocabulary; required); the
+  embedding and transformer encoders do not use it."""
   weights = () if word_weights is None else tuple(float(v) for v in np.asarray(word_weights))
   if name == "bow":
     return BagOfWords(vocab_size, dim, weights)

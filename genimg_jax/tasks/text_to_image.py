@@ -82,7 +82,7 @@ class TextToImageTask(diffusion.DiffusionTask):
       weights *= np.log(1.0 / np.maximum(df, 1.0 / 4096))  # a word missed by the 4,096: rare
     self.text_encoder = text.build_text_encoder(
         m.text_encoder, self.captioner.vocab_size, m.text_dim, m.text_depth, m.text_heads,
-        weights if m.text_encoder in ("bow", "tfidf") else None)
+        weights)
     self.model = denoisers.build_denoiser(m, self.image_shape, text=self.text_encoder)
     self._tokens = xla.jit(self.captioner.tokens, static_argnames=("heldout", "complete"))
 
