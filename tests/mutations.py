@@ -282,6 +282,13 @@ MUTATIONS = [
     _m("distillation: student times on {0, ..., (N-1)/N}", PD_OBJ,
        "jax.random.randint(rng, (n,), 1, student_steps + 1)",
        "jax.random.randint(rng, (n,), 0, student_steps)", T_PD),
+    # --- the train step's guard ----------------------------------------------------------
+    _m("all_finite: any finite leaf counts as all", "genimg_jax/state.py",
+       "return flags @ flags == flags.shape[0]", "return flags @ flags > 0",
+       ["tests/test_train.py", "-k", "all_finite"]),
+    _m("all_finite: a leaf's flag from its first element only", "genimg_jax/state.py",
+       "jnp.all(jnp.isfinite(v)) for v in", "jnp.isfinite(jnp.ravel(v)[0]) for v in",
+       ["tests/test_train.py", "-k", "all_finite"]),
     # --- the CPU forms' written gradients ------------------------------------------------
     _m("same_conv: the input gradient with the kernel unflipped", "genimg_jax/models/cpu_layers.py",
        "dx = same_conv(dy_BHWF, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))",

@@ -1,5 +1,6 @@
 """The training loop in-process on 4 fake CPU devices: sharding, tracing, non-finite losses."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -86,6 +87,22 @@ def test_init_compiled_for_once_gives_the_same_state():
   assert len(leaves) > 10 and any(np.asarray(l).std() > 0 for l in leaves)  # random weights
   for a, b in zip(leaves, jax.tree.leaves(states[1])):
     np.testing.assert_array_equal(a, b)
+
+
+def test_all_finite_is_false_for_one_nan_or_inf_in_any_leaf():
+  """The flag every train step's guard reads: one bad element in any one leaf (a scalar
+  loss, a kernel, a bias) makes it False, jitted or not; finite values of any size are
+  finite."""
+  from genimg_jax import state as state_lib
+  tree = {"loss": jnp.float32(2.0), "w": jnp.full((3, 3, 4), 3e38, jnp.float32),
+          "b": jnp.zeros(5), "step": jnp.int32(7)}
+  for fn in (state_lib.all_finite, jax.jit(state_lib.all_finite)):
+    assert bool(fn(tree)) and bool(fn(tree["loss"], tree))
+    for name, index in (("loss", ()), ("w", (2, 1, 3)), ("b", (0,))):
+      for bad in (np.nan, np.inf, -np.inf):
+        broken = dict(tree, **{name: tree[name].at[index].set(bad)})
+        assert not bool(fn(broken)), (name, bad)
+        assert not bool(fn(tree["loss"], broken))
 
 
 def test_a_nonfinite_step_leaves_the_state_as_it_was(runlocal_config):
