@@ -165,15 +165,39 @@ def _fixed_parallelism(ds):
   return ds.with_options(options)
 
 
+_KEPT = {}  # _files_key -> arrays: the splits this process has read (see _arrays)
+KEEP_SPLITS = 4
+
+
+def _files_key(builder, split, limit):
+  """What identifies a split's arrays: its files (path, size, modification time), the
+  split and the limit; None where there are no files to name (tfds.testing.mock_data)."""
+  try:
+    paths = [os.fspath(p) for p in builder.info.splits[split].filepaths]
+    stats = [os.stat(p) for p in paths]
+  except Exception:  # no file list (mock data), a store os.stat cannot reach: not kept
+    return None
+  if not paths:
+    return None
+  return tuple((p, s.st_size, s.st_mtime_ns) for p, s in zip(paths, stats)) + (split, limit)
+
+
 def _arrays(config, split, limit=0):
   """A whole split in host memory: {"image": uint8 [N, H, W, C], "label": int32 [N]}
   (label -1 where the dataset has none), in the dataset's order; only its first `limit`
   examples if limit > 0.
 
   Read in batches by tfds itself, decoding only these features (the same arrays as a
-  per-example read, tests/test_data.py's reference, in less time).
+  per-example read, tests/test_data.py's reference, in less time). The process keeps the
+  last KEEP_SPLITS splits it read, read-only, so that a second run in the same process (a
+  sweep's trials, a test session, the text-to-image task's statistics and its input
+  pipeline) does not decode the files again; a file changed on disk (another size or
+  modification time) is read again, and mock data is never kept.
   """
   builder = get_builder(config)
+  key = _files_key(builder, split, limit)
+  if key in _KEPT:
+    return _KEPT[key]
   has_label = "label" in builder.info.features
   keep = tfds.decode.PartialDecoding({"image": True, **({"label": True} if has_label else {})})
   batch = min(8192, limit) if limit > 0 else 8192
@@ -187,7 +211,14 @@ def _arrays(config, split, limit=0):
   image = np.concatenate([c["image"] for c in chunks])[:limit or None]
   label = (np.concatenate([c["label"] for c in chunks])[:limit or None].astype(np.int32)
            if has_label else np.full(len(image), -1, np.int32))
-  return {"image": image, "label": label}
+  arrays = {"image": image, "label": label}
+  if key is not None:
+    for v in arrays.values():
+      v.flags.writeable = False  # shared by every later read in this process
+    _KEPT[key] = arrays
+    while len(_KEPT) > KEEP_SPLITS:
+      del _KEPT[next(iter(_KEPT))]  # the oldest
+  return arrays
 
 
 def is_mocked(config):

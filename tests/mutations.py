@@ -282,6 +282,11 @@ MUTATIONS = [
     _m("distillation: student times on {0, ..., (N-1)/N}", PD_OBJ,
        "jax.random.randint(rng, (n,), 1, student_steps + 1)",
        "jax.random.randint(rng, (n,), 0, student_steps)", T_PD),
+    # --- the input pipeline -------------------------------------------------------------
+    _m("kept splits: a changed file served from memory", "genimg_jax/data.py",
+       "return tuple((p, s.st_size, s.st_mtime_ns) for p, s in zip(paths, stats)) + (split, limit)",
+       "return tuple(paths) + (split, limit)",
+       ["tests/test_data.py", "-k", "read_once"]),
     # --- the train step's guard ----------------------------------------------------------
     _m("all_finite: any finite leaf counts as all", "genimg_jax/state.py",
        "return flags @ flags == flags.shape[0]", "return flags @ flags > 0",

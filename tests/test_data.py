@@ -201,3 +201,35 @@ def test_a_damaged_tfrecord_is_one_line_naming_the_file(tmp_path):
   assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert "'mnist' is damaged" in errors[0] and str(bad) in errors[0] and "again" in errors[0]
   assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]  # the training was saved
+
+
+def test_a_split_is_read_once_per_process_and_again_when_its_file_changes(runlocal_config,
+                                                                          tmp_path):
+  """The process keeps the splits it read (read-only): a second read is the same arrays;
+  mock data under the same name is neither served them nor kept; after a byte of the file
+  changes on disk the split is read from the file again (here: the damaged-file error,
+  not the kept arrays)."""
+  import shutil
+  c = runlocal_config
+  c.data.data_dir = str(tmp_path / "tfds")
+  shutil.copytree(os.path.join(os.environ["TFDS_DATA_DIR"], "mnist"), tmp_path / "tfds" / "mnist")
+  first = data._arrays(c, "test", limit=500)
+  assert data._arrays(c, "test", limit=500) is first
+  assert data._arrays(c, "test", limit=400) is not first  # another limit: other arrays
+  np.testing.assert_array_equal(data._arrays(c, "test", limit=400)["image"], first["image"][:400])
+  with pytest.raises(ValueError, match="read-only"):
+    first["image"][0] = 0
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=64):  # random examples, same name: never kept
+    mocked = data._arrays(c, "test", limit=500)
+  assert mocked is not first and len(mocked["label"]) == 64
+  assert data._arrays(c, "test", limit=500) is first
+  bad = next((tmp_path / "tfds" / "mnist").glob("*/mnist-test.tfrecord-*"))
+  os.chmod(bad, 0o644)
+  with open(bad, "r+b") as f:
+    f.seek(20_000)  # in the first 500 examples
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  with pytest.raises(data.DatasetDamagedError):
+    data._arrays(c, "test", limit=500)
