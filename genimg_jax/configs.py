@@ -320,6 +320,11 @@ def autoencoder_config():
   c.objective.commitment_weight = 0.25  # vq: beta of VQ-VAE
   c.objective.codebook_weight = 1.0  # vq without EMA
   c.objective.kl_weight = 1e-3       # kl: per latent element
+  # Feature matching (0 = off): the squared distance of the classifier's penultimate
+  # features of an image and of its reconstruction, the classifier run named here (trained
+  # on the same data; recorded in results.json's used_runs)
+  c.objective.features_weight = 0.0
+  c.objective.features_workdir = CLASSIFIER_WORKDIRS["mnist"]
   c.optim.lr = 1e-3
   c.train.batch_size = 128
   c.train.steps = 5000
@@ -379,6 +384,8 @@ def on_dataset(c, name):
   c.data.name = name
   if "metrics" in c:
     c.metrics.classifier_workdir = CLASSIFIER_WORKDIRS.get(name, "")
+  if "objective" in c and "features_workdir" in c.objective:
+    c.objective.features_workdir = CLASSIFIER_WORKDIRS.get(name, "")
   return c
 
 

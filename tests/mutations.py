@@ -282,6 +282,14 @@ MUTATIONS = [
     _m("distillation: student times on {0, ..., (N-1)/N}", PD_OBJ,
        "jax.random.randint(rng, (n,), 1, student_steps + 1)",
        "jax.random.randint(rng, (n,), 0, student_steps)", T_PD),
+    # --- the autoencoder's feature term ---------------------------------------------------
+    _m("feature term: the reconstruction's features against themselves", "genimg_jax/objectives/autoencoder.py",
+       "return jnp.mean((features(xr) - features(x))**2)", "return jnp.mean((features(xr) - features(xr))**2)",
+       ["tests/test_autoencoder.py", "-k", "feature_term"]),
+    _m("feature term: its weight left out", "genimg_jax/objectives/autoencoder.py",
+       "    terms = dict(terms, features=feature_distance(features, x, xr))",
+       "    stats = dict(stats, features=feature_distance(features, x, xr))",
+       ["tests/test_autoencoder.py", "-k", "feature_term"]),
     # --- the input pipeline -------------------------------------------------------------
     _m("kept splits: a changed file served from memory", "genimg_jax/data.py",
        "return tuple((p, s.st_size, s.st_mtime_ns) for p, s in zip(paths, stats)) + (split, limit)",

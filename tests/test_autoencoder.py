@@ -171,3 +171,41 @@ def test_runlocal_end_to_end(name, tmp_path):
   assert 0.0 < m["test/usage"] <= 1.0 and 1.0 <= m["test/perplexity"] <= 12
   assert np.isfinite(r["train_metrics"]["reconstruction"])
   assert (tmp_path / "reconstructions.png").exists()
+
+
+def test_the_feature_term_is_the_classifiers_feature_distance_with_its_weight(
+    classifier_workdir, tmp_path):
+  """objective.features_weight > 0: loss = the loss without it + weight x the mean squared
+  distance of the classifier's features (restored on its own here) of the images and of
+  their reconstructions, logged as "features"; the classifier's weights are what
+  used_runs records; a missing run or one of other data is refused before training."""
+  from experiments import vqvae_mnist
+  from genimg_jax import data, runs, tasks
+  c = vqvae_mnist.get_config("runlocal")
+  c.experiment = "vqvae_mnist"
+  c.objective.features_workdir = classifier_workdir
+  plain = tasks.build_task(c)
+  assert plain.used_runs() == {}
+  c.objective.features_weight = 3.0
+  task = tasks.build_task(c)
+  state = plain.init_state(jax.random.PRNGKey(0))
+  x = jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])
+  rngs = {"latent": jax.random.PRNGKey(1), "restart": jax.random.PRNGKey(2)}
+  base, (base_parts, _) = plain.loss_fn(state.params, state.batch_stats, x, rngs)
+  loss, (parts, _) = task.loss_fn(state.params, state.batch_stats, x, rngs)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  (xr, _, _), _ = plain.model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+  restored = runs.restore(classifier_workdir)
+  phi = restored.task.feature_network(restored)
+  want = np.mean((np.asarray(phi(xr)[0]) - np.asarray(phi(x)[0]))**2)
+  assert "features" not in base_parts and want > 0
+  np.testing.assert_allclose(parts["features"], want, rtol=1e-4)
+  np.testing.assert_allclose(loss, base + 3.0 * want, rtol=1e-4)
+  assert task.used_runs() == {"feature_network": restored.record()}
+  c.objective.features_workdir = str(tmp_path / "nothing")
+  with pytest.raises(runs.RunUnavailable, match="objective.features_workdir"):
+    tasks.build_task(c)
+  c.objective.features_workdir = classifier_workdir
+  c.data.name = "fashion_mnist"
+  with pytest.raises(ValueError, match="trained on 'mnist'"):
+    tasks.build_task(c)

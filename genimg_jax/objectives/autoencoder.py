@@ -1,19 +1,22 @@
-"""The autoencoder objective: reconstruction plus the bottleneck's weighted terms.
+"""The autoencoder objective: reconstruction plus the bottleneck's weighted terms, and an
+optional feature-matching term.
 
   loss = reconstruction + commitment_weight * commitment + codebook_weight * codebook
-         + kl_weight * kl
+         + kl_weight * kl + features_weight * features
 
 Every term is a mean per element: the reconstruction's over pixels (squared error, "l2",
 or absolute error, "l1", on images in [-1, 1]); the commitment and codebook terms over
 latent elements (VQ-VAE's ||z - sg(e)||^2 and ||sg(z) - e||^2); the KL over latent
-elements (the KL of the Gaussian latent per image divided by its h * w * channels).
-A bottleneck reports only the terms it has (models/bottlenecks.py): VQ with an EMA
-codebook has no codebook term, FSQ none at all.
+elements (the KL of the Gaussian latent per image divided by its h * w * channels); the
+feature term over images and feature dimensions (||phi(x_r) - phi(x)||^2, phi a frozen
+network's features). A bottleneck reports only the terms it has
+(models/bottlenecks.py): VQ with an EMA codebook has no codebook term, FSQ none at all;
+the feature term is there when a feature network is given.
 """
 import jax.numpy as jnp
 
 RECONSTRUCTIONS = ("l2", "l1")
-TERMS = ("commitment", "codebook", "kl")
+TERMS = ("commitment", "codebook", "kl", "features")
 
 
 def reconstruction_error(x, xr, kind):
@@ -22,17 +25,27 @@ def reconstruction_error(x, xr, kind):
   return jnp.mean(err**2) if kind == "l2" else jnp.mean(jnp.abs(err))
 
 
-def autoencoder_loss(params, batch_stats, x, rngs, apply, reconstruction, weights):
+def feature_distance(features, x, xr):
+  """Mean over images and feature dimensions of (phi(xr) - phi(x))^2: the reconstruction
+  matches the image in the feature network's space."""
+  return jnp.mean((features(xr) - features(x))**2)
+
+
+def autoencoder_loss(params, batch_stats, x, rngs, apply, reconstruction, weights,
+                     features=None):
   """(loss, (parts, batch_stats)) of one batch x in [-1, 1].
 
   apply: the Autoencoder's apply; batch_stats: its forward-updated state (the EMA
   codebook), returned updated; rngs: {"latent", "restart"} keys; weights: {term: weight}
-  for each of TERMS. parts: the loss, the reconstruction error, each term (unweighted)
-  and the bottleneck's statistics.
+  for each of TERMS; features: None, or a frozen network's images [-1, 1] -> features
+  [N, D] (the feature term). parts: the loss, the reconstruction error, each term
+  (unweighted) and the bottleneck's statistics.
   """
   variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
   (xr, terms, stats), updated = apply(variables, x, train=True, rngs=rngs,
                                       mutable=["batch_stats"])
+  if features is not None:
+    terms = dict(terms, features=feature_distance(features, x, xr))
   rec = reconstruction_error(x, xr, reconstruction)
   loss = rec + sum(weights[k] * v for k, v in terms.items())
   parts = {"loss": loss, "reconstruction": rec, **terms, **stats}

@@ -16,7 +16,11 @@ What a run that uses a finished autoencoder (a prior over its latents) calls: la
 decode, indices, decode_indices (on eval_params(state)).
 
 LPIPS, the perceptual term of VQGAN and of latent diffusion's autoencoder, needs VGG
-weights that cannot be downloaded here: the objective has no perceptual term.
+weights that cannot be downloaded here. Its stand-in is the optional feature term
+(objective.features_weight > 0): the squared distance of the penultimate features of the
+project's classifier (the run in objective.features_workdir, trained on the same data)
+between an image and its reconstruction; the classifier is frozen, and results.json
+records which weights were used (used_runs["feature_network"]).
 """
 import functools
 
@@ -25,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genimg_jax import data, optim, parallel, state as state_lib, xla
+from genimg_jax import data, optim, parallel, runs, state as state_lib, xla
 from genimg_jax.models import autoencoder as ae_models
 from genimg_jax.objectives import autoencoder as ae_obj
 
@@ -46,9 +50,14 @@ class AutoencoderTask:
     self.model = ae_models.build_autoencoder(config.model, self.image_shape)
     self.codebook_size = self.model.bottleneck.size
     self.tx = optim.build_optimizer(config.optim, config.train.steps)
-    weights = {t: o[f"{t}_weight"] for t in ae_obj.TERMS}
+    weights = {t: o.get(f"{t}_weight", 0.0) for t in ae_obj.TERMS}
+    self.feature_run, features = None, None
+    if weights["features"] > 0:
+      self.feature_run, network = _feature_network(config)
+      features = lambda x: network.apply(network.params, x)[0]
     self.loss_fn = functools.partial(ae_obj.autoencoder_loss, apply=self.model.apply,
-                                     reconstruction=o.reconstruction, weights=weights)
+                                     reconstruction=o.reconstruction, weights=weights,
+                                     features=features)
     self._reconstruct = xla.jit(self.reconstruct)
 
   # --- the interface the loop uses -------------------------------------------
@@ -70,6 +79,11 @@ class AutoencoderTask:
     new_state = state_lib.guarded_apply(
         state, {"params": params, "opt_state": opt_state, "batch_stats": stats}, finite)
     return new_state, dict(parts, grad_norm=state_lib.tree_norm(grads))
+
+  def used_runs(self):
+    """What results.json records of the runs this one uses (train.used_runs): the
+    feature term's classifier."""
+    return {"feature_network": self.feature_run.record()} if self.feature_run else {}
 
   # --- what the evaluators and a prior use -----------------------------------------
   def eval_params(self, state):
@@ -111,3 +125,17 @@ class AutoencoderTask:
       out.append(np.asarray(xr)[keep] * 2.0 - 1.0)
       labels.append(np.asarray(label)[keep])
     return np.concatenate(out)[:n], np.concatenate(labels)[:n]
+
+
+def _feature_network(config):
+  """(runs.Restored, FeatureNetwork) of the classifier in objective.features_workdir,
+  checked to be a classifier trained on this run's data."""
+  workdir = config.objective.features_workdir
+  other = runs.config_of_used("objective.features_workdir", workdir, ("classifier",),
+                              "classifier_mnist")
+  if other.data.name != config.data.name:
+    raise ValueError(f"The classifier in objective.features_workdir={workdir!r} was trained "
+                     f"on {other.data.name!r}, but this run's data is {config.data.name!r}: "
+                     "point it at a classifier of the same data.")
+  restored = runs.restore(workdir)
+  return restored, restored.task.feature_network(restored)
