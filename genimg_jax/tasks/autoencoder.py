@@ -50,6 +50,8 @@ class AutoencoderTask:
     self.model = ae_models.build_autoencoder(config.model, self.image_shape)
     self.codebook_size = self.model.bottleneck.size
     self.tx = optim.build_optimizer(config.optim, config.train.steps)
+    # a weight the config lacks is 0: the config.json of a run made before that term
+    # (an autoencoder a prior restores) has no field for it, and was trained without it
     weights = {t: o.get(f"{t}_weight", 0.0) for t in ae_obj.TERMS}
     self.feature_run, features = None, None
     if weights["features"] > 0:
