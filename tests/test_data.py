@@ -173,6 +173,19 @@ def test_unknown_dataset_is_rejected(runlocal_config):
     data.get_builder(runlocal_config)
 
 
+def _flip_a_byte_of_the_test_file(ddir):
+  """Flips one byte of the MNIST test file in a copied tfds dir `ddir`, inside its first
+  200 examples; returns the file's path."""
+  bad = next((ddir / "mnist").glob("*/mnist-test.tfrecord-*"))
+  os.chmod(bad, 0o644)
+  with open(bad, "r+b") as f:
+    f.seek(20_000)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  return bad
+
+
 def test_a_damaged_tfrecord_is_one_line_naming_the_file(tmp_path):
   """A byte flipped in MNIST's test file (a copy), among the examples the runlocal
   evaluation reads: the run trains, then its evaluation stops with one line that names
@@ -182,13 +195,7 @@ def test_a_damaged_tfrecord_is_one_line_naming_the_file(tmp_path):
   import sys
   ddir = tmp_path / "tfds"
   shutil.copytree(os.path.join(os.environ["TFDS_DATA_DIR"], "mnist"), ddir / "mnist")
-  bad = next((ddir / "mnist").glob("*/mnist-test.tfrecord-*"))
-  os.chmod(bad, 0o644)
-  with open(bad, "r+b") as f:
-    f.seek(20_000)  # in the first 200 examples
-    byte = f.read(1)
-    f.seek(-1, 1)
-    f.write(bytes([byte[0] ^ 0xFF]))
+  bad = _flip_a_byte_of_the_test_file(ddir)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["TFDS_DATA_DIR"] = str(ddir)
@@ -224,12 +231,6 @@ def test_a_split_is_read_once_per_process_and_again_when_its_file_changes(runloc
     mocked = data._arrays(c, "test", limit=500)
   assert mocked is not first and len(mocked["label"]) == 64
   assert data._arrays(c, "test", limit=500) is first
-  bad = next((tmp_path / "tfds" / "mnist").glob("*/mnist-test.tfrecord-*"))
-  os.chmod(bad, 0o644)
-  with open(bad, "r+b") as f:
-    f.seek(20_000)  # in the first 500 examples
-    byte = f.read(1)
-    f.seek(-1, 1)
-    f.write(bytes([byte[0] ^ 0xFF]))
+  _flip_a_byte_of_the_test_file(tmp_path / "tfds")
   with pytest.raises(data.DatasetDamagedError):
     data._arrays(c, "test", limit=500)
