@@ -12,11 +12,15 @@ Adam(1e-3), batch 128, 5,000 steps (~11 epochs). Evaluated on the 10,000 test im
 PSNR / SSIM, codebook usage and perplexity, and rFID (the classifier's FD of the 10,000
 reconstructions against the test images).
 
+Variants (every autoencoder experiment's): fashion (Fashion-MNIST and its classifier);
+adversarial (VQGAN's term: a patch discriminator and the hinge loss at weight 0.1 from
+half-way through training; not yet measured in a full run); runlocal (the tests' size).
+
 Expected: test PSNR 26.58 dB, rFD 1.14 (classifier, N = 10,000); 20 + 1 min.
 """
 from genimg_jax import configs
 
-VARIANTS = ("fashion", "runlocal")
+VARIANTS = ("fashion", "adversarial", "runlocal")
 
 
 def get_config(arg=None):
@@ -32,6 +36,9 @@ def finish(c, variants):
     configs.on_dataset(c, "fashion_mnist")
   if "runlocal" in variants:
     runlocal(c)
+  if "adversarial" in variants:
+    c.objective.adversarial_weight = 0.1
+    c.objective.adversarial_start = c.train.steps // 2
   return c
 
 

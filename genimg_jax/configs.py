@@ -325,7 +325,18 @@ def autoencoder_config():
   # on the same data; recorded in results.json's used_runs)
   c.objective.features_weight = 0.0
   c.objective.features_workdir = CLASSIFIER_WORKDIRS["mnist"]
+  # The adversarial term of VQGAN (0 = off): a patch discriminator (models/gan.py,
+  # PatchDiscriminator: model.d_channels, model.d_layers; optimizer d_optim) tells
+  # training images from their reconstructions under the GAN loss named here
+  # (objectives/gan.py); both networks train on it from step adversarial_start (a warm-up
+  # on the reconstruction alone). A fixed weight: VQGAN's adaptive weight is not built.
+  c.objective.adversarial_weight = 0.0
+  c.objective.adversarial_loss = "hinge"
+  c.objective.adversarial_start = 2500
+  c.model.d_channels = 64
+  c.model.d_layers = 1
   c.optim.lr = 1e-3
+  c.d_optim = c.optim.copy_and_resolve_references()  # the discriminator's (same fields)
   c.train.batch_size = 128
   c.train.steps = 5000
   c.train.log_every = 250

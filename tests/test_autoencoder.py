@@ -191,8 +191,8 @@ def test_the_feature_term_is_the_classifiers_feature_distance_with_its_weight(
   state = plain.init_state(jax.random.PRNGKey(0))
   x = jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])
   rngs = {"latent": jax.random.PRNGKey(1), "restart": jax.random.PRNGKey(2)}
-  base, (base_parts, _) = plain.loss_fn(state.params, state.batch_stats, x, rngs)
-  loss, (parts, _) = task.loss_fn(state.params, state.batch_stats, x, rngs)
+  base, (base_parts, _, _) = plain.loss_fn(state.params, state.batch_stats, x, rngs)
+  loss, (parts, _, _) = task.loss_fn(state.params, state.batch_stats, x, rngs)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   (xr, _, _), _ = plain.model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
   restored = runs.restore(classifier_workdir)
@@ -209,3 +209,59 @@ def test_the_feature_term_is_the_classifiers_feature_distance_with_its_weight(
   c.data.name = "fashion_mnist"
   with pytest.raises(ValueError, match="trained on 'mnist'"):
     tasks.build_task(c)
+
+
+def test_the_adversarial_term_and_its_discriminator_start_after_the_warm_up():
+  """objective.adversarial_weight > 0, adversarial_start = 1. Step 0: the autoencoder's
+  step is the plain task's, the generator's hinge loss is logged but weighted 0, and the
+  discriminator and its optimizer do not move. Step 1: the loss adds weight x that loss,
+  the discriminator takes a step on its hinge loss of the images against the
+  reconstructions, and the autoencoder's step is no longer the plain one."""
+  from experiments import vqvae_mnist
+  from genimg_jax import data, tasks
+  from genimg_jax.objectives import gan as gan_obj
+  c = vqvae_mnist.get_config("runlocal")
+  c.metrics.classifier_workdir = ""
+  plain = tasks.build_task(c)
+  c.objective.adversarial_weight, c.objective.adversarial_start = 0.5, 1
+  task = tasks.build_task(c)
+  key = jax.random.PRNGKey(0)
+  s0 = task.init_state(key)
+  p0 = plain.init_state(key)
+  assert _same(s0.params["autoencoder"], p0.params)  # the term changes no initial weight
+  batch = {"image": jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])}
+  step, plain_step = jax.jit(task.train_step), jax.jit(plain.train_step)
+  rest = lambda m: m["reconstruction"] + 0.25 * m["commitment"]
+
+  s1, m1 = step(s0, batch, key)
+  q1, _ = plain_step(p0, batch, key)
+  _close(s1.params["autoencoder"], q1.params)
+  assert _same(s1.params["discriminator"], s0.params["discriminator"])
+  assert _same(s1.opt_state["discriminator"], s0.opt_state["discriminator"])
+  assert np.isfinite(m1["adversarial"]) and float(m1["adversarial"]) != 0.0
+  np.testing.assert_allclose(m1["loss"], rest(m1), rtol=1e-6)
+
+  s2, m2 = step(s1, batch, key)
+  np.testing.assert_allclose(m2["loss"], rest(m2) + 0.5 * m2["adversarial"], rtol=1e-6)
+  latent, restart = jax.random.split(jax.random.fold_in(key, 1))
+  (xr, _, _), _ = task.model.apply(task.eval_params(s1), batch["image"], train=True,
+                                   rngs={"latent": latent, "restart": restart},
+                                   mutable=["batch_stats"])
+  d = lambda s, images: task.discriminator.apply({"params": s.params["discriminator"]}, images)
+  assert d(s1, xr).shape == (16, 14, 14)  # a logit per patch
+  np.testing.assert_allclose(m2["adversarial"], gan_obj.hinge_g_loss(d(s1, xr)), rtol=1e-5)
+  np.testing.assert_allclose(m2["d_loss"], gan_obj.hinge_d_loss(d(s1, batch["image"]), d(s1, xr)),
+                             rtol=1e-5)
+  assert gan_obj.hinge_d_loss(d(s2, batch["image"]), d(s2, xr)) < m2["d_loss"]
+  q2, _ = plain_step(s1.replace(params=s1.params["autoencoder"],
+                                opt_state=s1.opt_state["autoencoder"]), batch, key)
+  assert not _same(s2.params["autoencoder"], q2.params)
+
+
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _close(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)

@@ -13,6 +13,8 @@ Discriminators: x_BHWC (and y_B) -> one logit / critic value per image [B].
 * SNGAN ResNet (Miyato et al. 2018) for 32x32.
 * StyleGAN2-style networks for 28x28 and 32x32: models/stylegan.py ("stylegan").
 * BigGAN-style class-conditional networks for 28x28 and 32x32: models/biggan.py ("biggan").
+* PatchDiscriminator: pix2pix's PatchGAN (Isola et al. 2017) as VQGAN uses it (Esser et
+  al. 2021), one logit per patch [B, h, w]; the autoencoder task's adversarial term.
 
 The convolutional networks take their convolution modules as fields (`conv`,
 `conv_transpose`) that default to nn.Conv and nn.ConvTranspose; build_gan passes
@@ -240,6 +242,28 @@ class ResNetDiscriminator(nn.Module):
     h = _DBlock(self.channels, False, False, sn, self.conv)(h, train)
     h = jnp.sum(nn.relu(h), axis=(1, 2))
     return _Projection(self.num_classes, sn)(h, y_B, train)
+
+
+class PatchDiscriminator(nn.Module):
+  """x_BHWC -> a logit per patch [B, H / 2^layers, W / 2^layers]: `layers` 4x4 stride-2
+  convolutions (channels doubling from `channels`), a 4x4 stride-1 convolution, each with
+  LeakyReLU(0.2), and a 4x4 convolution to one channel. Each logit sees a square patch of
+  9 * 2^layers - 2 pixels (16 at 1 layer; pix2pix's 70 at 3), so the GAN loss (a mean over
+  patches) judges local texture and sharpness and leaves the layout to the reconstruction
+  term. No
+  normalization layers (pix2pix's BatchNorm would add discriminator statistics to the
+  autoencoder's state)."""
+  channels: int = 64
+  layers: int = 1
+  conv: ModuleDef = nn.Conv
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    h = x_BHWC
+    for i in range(self.layers):
+      h = nn.leaky_relu(self.conv(self.channels * 2**i, (4, 4), strides=2)(h), 0.2)
+    h = nn.leaky_relu(self.conv(self.channels * 2**self.layers, (4, 4))(h), 0.2)
+    return self.conv(1, (4, 4))(h)[..., 0]
 
 
 GAN_MODELS = ("mlp", "dcgan", "resnet", "stylegan", "biggan")
