@@ -16,7 +16,8 @@ sampler or objective makes them on its own (edm2's training/encoders.py is the p
 `Pixels` is the identity. `Latent` is a finished autoencoder run (tasks/autoencoder.py),
 named by latent.autoencoder_workdir and latent.autoencoder_step: the task generates its
 scaled latents and decodes them into images (latent diffusion, Rombach et al. 2022).
-build_encoder picks one from the config.
+build_encoder picks one from the config. autoencoder_run restores the named autoencoder,
+checked, for Latent and for any other model over its latents or codes.
 """
 import jax
 import jax.numpy as jnp
@@ -70,15 +71,7 @@ class Latent:
   def __init__(self, config):
     l = config.latent
     Pixels.check(config)
-    if l.autoencoder_step < 1:
-      raise ValueError("latent.autoencoder_step must name the autoencoder's checkpoint (>= 1, "
-                       f"e.g. its train.steps), got {l.autoencoder_step}.")
-    other = runs.config_of_used("latent.autoencoder_workdir", l.autoencoder_workdir,
-                                ("autoencoder",), "klae_mnist")
-    if other.data.name != config.data.name:
-      raise ValueError(f"The autoencoder in {l.autoencoder_workdir!r} was trained on "
-                       f"{other.data.name!r}, this run's data is {config.data.name!r}.")
-    self.restored = runs.restore(l.autoencoder_workdir, l.autoencoder_step)
+    self.restored = autoencoder_run(config, "klae_mnist")
     task = self.restored.task
     self.variables = task.eval_params(self.restored.state)
     H, W, C = data.image_shape(config)
@@ -103,6 +96,23 @@ class Latent:
   def record(self):
     """What results.json records of the autoencoder: its weights and the scale."""
     return dict(self.restored.record(), scale=self.scale)
+
+
+def autoencoder_run(config, example):
+  """The finished autoencoder run (runs.Restored) that a latent model names in
+  latent.autoencoder_workdir, at its checkpoint latent.autoencoder_step, checked to be an
+  autoencoder trained on this run's data (`example`: the experiment that trains one, for
+  the error). Raises runs.RunUnavailable or ValueError."""
+  l = config.latent
+  if l.autoencoder_step < 1:
+    raise ValueError("latent.autoencoder_step must name the autoencoder's checkpoint (>= 1, "
+                     f"e.g. its train.steps), got {l.autoencoder_step}.")
+  other = runs.config_of_used("latent.autoencoder_workdir", l.autoencoder_workdir,
+                              ("autoencoder",), example)
+  if other.data.name != config.data.name:
+    raise ValueError(f"The autoencoder in {l.autoencoder_workdir!r} was trained on "
+                     f"{other.data.name!r}, this run's data is {config.data.name!r}.")
+  return runs.restore(l.autoencoder_workdir, l.autoencoder_step)
 
 
 def build_encoder(config):
