@@ -348,6 +348,42 @@ def autoencoder_config():
   return with_evals(c, "reconstruction", "codebook", "sample_quality")
 
 
+def maskgit_config():
+  """Defaults for the maskgit task (tasks/maskgit.py): a MaskGIT prior over the codes of
+  vqvae_mnist, class-conditional with classifier-free guidance."""
+  c = with_metrics(base_config())
+  c.task = "maskgit"
+  c.data.preprocess = "symmetric"    # the autoencoder's input: [-1, 1]
+  c.latent = ml_collections.ConfigDict()
+  c.latent.autoencoder_workdir = "workdirs/vqvae_mnist"  # a finished "vq" or "fsq" run
+  c.latent.autoencoder_step = 5000   # its checkpoint (part of this run's identity)
+  c.model.name = "maskgit"           # models/maskgit.py
+  c.model.dim = 128
+  c.model.depth = 4                  # transformer blocks
+  c.model.num_heads = 4
+  c.model.num_classes = 10           # 0 = unconditional
+  c.maskgit = ml_collections.ConfigDict()
+  c.maskgit.label_dropout = 0.1      # training labels replaced by the null class (guidance)
+  # Sampling (eval.*: a rerun or `--evaluate` may change them; objectives/maskgit.py: decode)
+  c.eval.sample_steps = 8            # decoding steps
+  c.eval.temperature = 1.0           # of the codes' sampling
+  c.eval.choice_temperature = 4.5    # of the annealed noise on which samples to keep
+  c.eval.guidance = 0.0              # classifier-free guidance scale of the logits
+  c.optim.name = "adamw"
+  c.optim.lr = 4e-4
+  c.optim.b2 = 0.96
+  c.optim.weight_decay = 0.045
+  c.optim.schedule = "warmup_cosine"
+  c.optim.warmup_steps = 500
+  c.train.batch_size = 64
+  c.train.steps = 5000
+  c.train.log_every = 250
+  c.train.checkpoint_every = 1000
+  c.metrics.num_samples = 2000
+  c.metrics.inception_num_samples = 2000
+  return with_evals(c, "sample_grid", "sample_quality")
+
+
 def text_to_image_config():
   """Defaults for the text_to_image task (tasks/text_to_image.py): diffusion_config
   conditioned on captions (genimg_jax/captions.py) through a text encoder trained with it."""
@@ -405,5 +441,5 @@ def defaults(task):
   makers = {"vae": vae_config, "gan": gan_config, "classifier": classifier_config,
             "diffusion": diffusion_config, "meanflow": meanflow_config,
             "distill": distill_config, "autoencoder": autoencoder_config,
-            "text_to_image": text_to_image_config}
+            "maskgit": maskgit_config, "text_to_image": text_to_image_config}
   return makers[task]()

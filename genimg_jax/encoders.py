@@ -17,7 +17,7 @@ sampler or objective makes them on its own (edm2's training/encoders.py is the p
 named by latent.autoencoder_workdir and latent.autoencoder_step: the task generates its
 scaled latents and decodes them into images (latent diffusion, Rombach et al. 2022).
 build_encoder picks one from the config. autoencoder_run restores the named autoencoder,
-checked, for Latent and for any other model over its latents or codes.
+checked, for Latent and for any other model over its latents (tasks/maskgit.py's codes).
 """
 import jax
 import jax.numpy as jnp

@@ -77,6 +77,7 @@ LONGEST_FIRST = (
     "test_gcs.py::test_a_gs_workdir_survives_an_outage",
     "test_text_to_image.py::test_t2i_runlocal_end_to_end",
     "test_autoencoder.py::test_klae_then_latent_diffusion",
+    "test_maskgit.py::test_maskgit_on_a_runlocal_fsq_autoencoder",
     "test_diffusion.py::test_ddpm_mnist_runlocal_end_to_end",
     "test_multihost.py::test_two_processes_match_one_process",
     "test_fault_tolerance.py::test_sigterm_then_resume_equals_uninterrupted",

@@ -15,13 +15,13 @@ loop of its own.
 
 The loop owns everything else: mesh, data, checkpoints, evaluations, logging, results.
 """
-from genimg_jax.tasks import (autoencoder, classifier, diffusion, distill, gan, meanflow,
-                              text_to_image, vae)
+from genimg_jax.tasks import (autoencoder, classifier, diffusion, distill, gan, maskgit,
+                              meanflow, text_to_image, vae)
 
 TASKS = {"vae": vae.VAETask, "gan": gan.GANTask, "diffusion": diffusion.DiffusionTask,
          "meanflow": meanflow.MeanFlowTask, "distill": distill.DistillTask,
          "classifier": classifier.ClassifierTask, "autoencoder": autoencoder.AutoencoderTask,
-         "text_to_image": text_to_image.TextToImageTask}
+         "maskgit": maskgit.MaskGITTask, "text_to_image": text_to_image.TextToImageTask}
 
 
 def build_task(config):
