@@ -20,7 +20,7 @@ over the classes, no guidance; decoded by the autoencoder and scored as ddpm_mni
             python launch.py --experiment=maskgit_mnist:runlocal \\
                 --experiment.latent.autoencoder_workdir=/tmp/vq
 
-Expected: not measured yet.
+Expected: FID 43.2 (N = 2,000); 18 + 3 min.
 """
 from experiments import vqvae_mnist
 from genimg_jax import configs
