@@ -250,9 +250,8 @@ class PatchDiscriminator(nn.Module):
   LeakyReLU(0.2), and a 4x4 convolution to one channel. Each logit sees a square patch of
   9 * 2^layers - 2 pixels (16 at 1 layer; pix2pix's 70 at 3), so the GAN loss (a mean over
   patches) judges local texture and sharpness and leaves the layout to the reconstruction
-  term. No
-  normalization layers (pix2pix's BatchNorm would add discriminator statistics to the
-  autoencoder's state)."""
+  term. No normalization layers (pix2pix's BatchNorm would add discriminator statistics to
+  the autoencoder's state)."""
   channels: int = 64
   layers: int = 1
   conv: ModuleDef = nn.Conv
