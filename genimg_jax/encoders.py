@@ -107,12 +107,8 @@ def autoencoder_run(config, example):
   if l.autoencoder_step < 1:
     raise ValueError("latent.autoencoder_step must name the autoencoder's checkpoint (>= 1, "
                      f"e.g. its train.steps), got {l.autoencoder_step}.")
-  other = runs.config_of_used("latent.autoencoder_workdir", l.autoencoder_workdir,
-                              ("autoencoder",), example)
-  if other.data.name != config.data.name:
-    raise ValueError(f"The autoencoder in {l.autoencoder_workdir!r} was trained on "
-                     f"{other.data.name!r}, this run's data is {config.data.name!r}.")
-  return runs.restore(l.autoencoder_workdir, l.autoencoder_step)
+  return runs.restore_used("latent.autoencoder_workdir", l.autoencoder_workdir,
+                          ("autoencoder",), example, config.data.name, l.autoencoder_step)
 
 
 def build_encoder(config):

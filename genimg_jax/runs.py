@@ -65,6 +65,18 @@ def config_of_used(field, workdir, tasks, example):
   return other
 
 
+def restore_used(field, workdir, tasks, example, data_name, step=None):
+  """The run that config field `field` names, checked as config_of_used checks it and to
+  be trained on `data_name`, restored at `step` (None: its latest checkpoint). Raises
+  RunUnavailable or ValueError."""
+  other = config_of_used(field, workdir, tasks, example)
+  if other.data.name != data_name:
+    raise ValueError(f"The run in {field}={workdir!r} was trained on {other.data.name!r}, "
+                     f"but this run's data is {data_name!r}: point {field} at a "
+                     f"{' or '.join(tasks)} run of the same data.")
+  return restore(workdir, step)
+
+
 def params_sha256(params):
   """sha256 of a parameter tree's leaves in tree order (their bytes, on the host)."""
   leaves = jax.tree.leaves(jax.device_get(params))

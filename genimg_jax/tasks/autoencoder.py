@@ -30,8 +30,8 @@ objective.adversarial_loss, and the autoencoder minimizes the generator's side o
 weighted by objective.adversarial_weight. Both start at step objective.adversarial_start:
 before it the term is logged but weighted 0, and the discriminator and its optimizer do
 not move (the warm-up's steps still compute both networks: one compiled step serves the
-whole run, selecting by the step number). The weight is fixed (VQGAN's adaptive weight, a ratio of gradient norms at the
-decoder's last layer, is not built).
+whole run, selecting by the step number). The weight is fixed (VQGAN's adaptive weight, a
+ratio of gradient norms at the decoder's last layer, is not built).
 """
 import functools
 
@@ -114,13 +114,14 @@ class AutoencoderTask:
     updates, opt_state = self.tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics = dict(parts, grad_norm=state_lib.tree_norm(grads))
-    finite = state_lib.all_finite(loss, grads)
+    checked = (loss, grads)
     if self.discriminator is not None:
       d_params, d_opt, d_loss, d_grads = self._discriminator_step(d_params, d_opt, x, xr, on)
       params = {"autoencoder": params, "discriminator": d_params}
       opt_state = {"autoencoder": opt_state, "discriminator": d_opt}
       metrics.update(d_loss=d_loss, d_grad_norm=state_lib.tree_norm(d_grads))
-      finite = state_lib.all_finite(loss, grads, d_loss, d_grads)
+      checked += (d_loss, d_grads)
+    finite = state_lib.all_finite(*checked)
     new_state = state_lib.guarded_apply(
         state, {"params": params, "opt_state": opt_state, "batch_stats": stats}, finite)
     return new_state, metrics
@@ -191,12 +192,6 @@ class AutoencoderTask:
 def _feature_network(config):
   """(runs.Restored, FeatureNetwork) of the classifier in objective.features_workdir,
   checked to be a classifier trained on this run's data."""
-  workdir = config.objective.features_workdir
-  other = runs.config_of_used("objective.features_workdir", workdir, ("classifier",),
-                              "classifier_mnist")
-  if other.data.name != config.data.name:
-    raise ValueError(f"The classifier in objective.features_workdir={workdir!r} was trained "
-                     f"on {other.data.name!r}, but this run's data is {config.data.name!r}: "
-                     "point it at a classifier of the same data.")
-  restored = runs.restore(workdir)
+  restored = runs.restore_used("objective.features_workdir", config.objective.features_workdir,
+                               ("classifier",), "classifier_mnist", config.data.name)
   return restored, restored.task.feature_network(restored)
