@@ -44,6 +44,29 @@ def _sigterm_at(monkeypatch, at_step):
   monkeypatch.setattr(train.data, "train_batches", batches)
 
 
+def assert_resumes_bitwise(config, straight_dir, straight, workdir, monkeypatch, **run_kwargs):
+  """`config` (evaluations off: the uninterrupted run in `straight_dir`, whose results are
+  `straight`, evaluated) stopped by SIGTERM at step 7, between checkpoints, in `workdir`,
+  then rerun: it resumes at step 7 and ends with the uninterrupted run's weights and
+  training metrics, bitwise."""
+  cut = config.copy_and_resolve_references()
+  for name in cut.evals:
+    cut.evals[name].type = "none"
+  with monkeypatch.context() as mp:
+    _sigterm_at(mp, 7)
+    with pytest.raises(train.Preempted):
+      train.run(cut, workdir, **run_kwargs)
+  resumed = train.run(cut, workdir, **run_kwargs)
+  assert resumed["resumed_from_step"] == 7
+  (s1, p1), (s2, p2) = (_final_params(w, config) for w in (straight_dir, workdir))
+  assert s1 == s2 == config.train.steps
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+    np.testing.assert_array_equal(a, b)  # bitwise
+  timing = "steps_per_second"
+  np.testing.assert_equal({k: v for k, v in resumed["train_metrics"].items() if k != timing},
+                          {k: v for k, v in straight["train_metrics"].items() if k != timing})
+
+
 # meanflow: the diffusion task's loop state (EMA, label dropout keys) under its subclass,
 # with a jax.jvp in the step; its run is also meanflow_mnist's end-to-end test.
 # vqvae: the EMA codebook in batch_stats, its dead-code restarts drawn from the step's key

@@ -1,5 +1,6 @@
 """MaskGIT: the masking schedule, the masked-token loss, iterative decoding, the
-transformer, and the prior end to end on a runlocal FSQ autoencoder."""
+transformer, and the prior end to end (with its bitwise resume) on a runlocal FSQ
+autoencoder."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,11 +92,15 @@ def test_the_transformer_gives_logits_per_token_and_sees_both_directions():
 
 
 @pytest.mark.parametrize("name", ["fsq_mnist"])
-def test_maskgit_on_a_runlocal_fsq_autoencoder_end_to_end(name, tmp_path, classifier_workdir):
+def test_maskgit_on_a_runlocal_fsq_autoencoder_end_to_end(name, tmp_path, classifier_workdir,
+                                                           monkeypatch):
   """fsq_mnist:runlocal (reconstructions, the codebook's use), then maskgit_mnist:runlocal
   on its workdir: trains on its codes, decodes its samples through it, scores them, and
-  records the autoencoder's weights."""
+  records the autoencoder's weights; stopped by SIGTERM between checkpoints, it resumes to
+  the uninterrupted run's weights and training metrics bitwise (masks and label dropout
+  are drawn inside the step from its key)."""
   import importlib
+  from test_fault_tolerance import assert_resumes_bitwise
   from genimg_jax import tasks, train
   c = importlib.import_module(f"experiments.{name}").get_config("runlocal")
   c.experiment, c.experiment_arg = name, "runlocal"
@@ -113,6 +118,7 @@ def test_maskgit_on_a_runlocal_fsq_autoencoder_end_to_end(name, tmp_path, classi
   p.experiment, p.experiment_arg = "maskgit_mnist", "runlocal"
   p.latent.autoencoder_workdir = ae_dir
   p.metrics.classifier_workdir = classifier_workdir
+  p.train.steps, p.train.log_every, p.train.checkpoint_every = 12, 6, 6
   r = train.run(p, str(tmp_path / "maskgit"))
   task = tasks.build_task(p)
   assert task.num_codes == 12 and task.token_shape == (7, 7)
@@ -125,3 +131,5 @@ def test_maskgit_on_a_runlocal_fsq_autoencoder_end_to_end(name, tmp_path, classi
   assert m["test/classifier/fd"] > 0 and m["test/nfe"] == p.eval.sample_steps
   assert m["test/classifier/protocol"]["sampler"] == "maskgit 4 steps"
   assert (tmp_path / "maskgit" / "samples.png").exists()
+  assert_resumes_bitwise(p, str(tmp_path / "maskgit"), r, str(tmp_path / "interrupted"),
+                         monkeypatch)

@@ -199,7 +199,7 @@ def test_t2i_runlocal_end_to_end_resumes_bitwise_with_adherence_and_a_prompt(
   """Trains, evaluates adherence and FID, samples a typed prompt; a run stopped by SIGTERM
   between checkpoints resumes to the uninterrupted run's weights and numbers bitwise (the
   captions are drawn inside the step from its key)."""
-  from test_fault_tolerance import _final_params, _sigterm_at
+  from test_fault_tolerance import assert_resumes_bitwise
   from genimg_jax import train
   c = _runlocal()
   c.train.steps, c.train.log_every, c.train.checkpoint_every = 12, 6, 6
@@ -217,22 +217,8 @@ def test_t2i_runlocal_end_to_end_resumes_bitwise_with_adherence_and_a_prompt(
   assert all(0.9 < v < 0.96 for v in ceiling.values())  # a tercile of a percentile: ~0.94
   assert "captions" in m["test/adherence/protocol"]["labels"]
   assert (tmp_path / "straight" / "samples.png").exists()
-  cut = c.copy_and_resolve_references()  # the same training; evaluated once is enough
-  for name in cut.evals:
-    cut.evals[name].type = "none"
-  with monkeypatch.context() as mp:
-    _sigterm_at(mp, 7)
-    with pytest.raises(train.Preempted):
-      train.run(cut, str(tmp_path / "interrupted"), devices=one)
-  resumed = train.run(cut, str(tmp_path / "interrupted"), devices=one)
-  assert resumed["resumed_from_step"] == 7
-  (s1, p1), (s2, p2) = (_final_params(str(tmp_path / w), c) for w in ("straight", "interrupted"))
-  assert s1 == s2 == 12
-  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
-    np.testing.assert_array_equal(a, b)  # bitwise
-  timing = "steps_per_second"
-  np.testing.assert_equal({k: v for k, v in resumed["train_metrics"].items() if k != timing},
-                          {k: v for k, v in straight["train_metrics"].items() if k != timing})
+  assert_resumes_bitwise(c, str(tmp_path / "straight"), straight, str(tmp_path / "interrupted"),
+                         monkeypatch, devices=one)
   # the evaluation's batch: its compiled sampler (an unknown word: the tokenizer's test)
   out = train.prompt_grid(c, str(tmp_path / "straight"), "a thick, slanted seven", 50,
                           devices=one)
