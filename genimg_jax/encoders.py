@@ -102,13 +102,15 @@ def autoencoder_run(config, example):
   """The finished autoencoder run (runs.Restored) that a latent model names in
   latent.autoencoder_workdir, at its checkpoint latent.autoencoder_step, checked to be an
   autoencoder trained on this run's data (`example`: the experiment that trains one, for
-  the error). Raises runs.RunUnavailable or ValueError."""
+  the error) and on pixels in this run's data.preprocess range (it encodes this run's
+  images). Raises runs.RunUnavailable or ValueError."""
   l = config.latent
   if l.autoencoder_step < 1:
     raise ValueError("latent.autoencoder_step must name the autoencoder's checkpoint (>= 1, "
                      f"e.g. its train.steps), got {l.autoencoder_step}.")
   return runs.restore_used("latent.autoencoder_workdir", l.autoencoder_workdir,
-                          ("autoencoder",), example, config.data.name, l.autoencoder_step)
+                          ("autoencoder",), example, config.data.name, l.autoencoder_step,
+                          preprocess=config.data.preprocess)
 
 
 def build_encoder(config):

@@ -65,15 +65,20 @@ def config_of_used(field, workdir, tasks, example):
   return other
 
 
-def restore_used(field, workdir, tasks, example, data_name, step=None):
+def restore_used(field, workdir, tasks, example, data_name, step=None, preprocess=None):
   """The run that config field `field` names, checked as config_of_used checks it and to
-  be trained on `data_name`, restored at `step` (None: its latest checkpoint). Raises
-  RunUnavailable or ValueError."""
+  be trained on `data_name` (and, when `preprocess` is given, on pixels in that
+  data.preprocess range: a run that is fed this run's images), restored at `step` (None:
+  its latest checkpoint). Raises RunUnavailable or ValueError."""
   other = config_of_used(field, workdir, tasks, example)
   if other.data.name != data_name:
     raise ValueError(f"The run in {field}={workdir!r} was trained on {other.data.name!r}, "
                      f"but this run's data is {data_name!r}: point {field} at a "
                      f"{' or '.join(tasks)} run of the same data.")
+  if preprocess is not None and other.data.preprocess != preprocess:
+    raise ValueError(f"The run in {field}={workdir!r} was trained on data.preprocess="
+                     f"{other.data.preprocess!r}, but this run's is {preprocess!r}, and it is "
+                     f"fed this run's images: set data.preprocess={other.data.preprocess!r}.")
   return restore(workdir, step)
 
 

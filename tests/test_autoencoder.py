@@ -115,7 +115,8 @@ def test_klae_then_latent_diffusion_on_it_end_to_end(tmp_path, classifier_workdi
   """klae_mnist:runlocal: reconstructions, their PSNR / SSIM and rFID (the classifier's FD
   of test reconstructions); ldm_mnist:runlocal on its workdir: trains on the scaled
   latents, decodes its samples, records the autoencoder's weights; once the autoencoder's
-  workdir is retrained in place, the latent run is refused."""
+  workdir is retrained in place, the latent run is refused. A MaskGIT run on it is refused
+  (no codebook; images read in another range than the autoencoder's)."""
   from genimg_jax import evaluators, tasks, train
   c = _runlocal("klae_mnist")
   c.metrics.classifier_workdir = classifier_workdir
@@ -135,6 +136,9 @@ def test_klae_then_latent_diffusion_on_it_end_to_end(tmp_path, classifier_workdi
   g = maskgit_mnist.get_config("runlocal")
   g.latent.autoencoder_workdir = ae_dir
   with pytest.raises(ValueError, match="has no codebook"):
+    tasks.build_task(g)
+  g.data.preprocess = "unit"  # it encodes its images: their range must be the autoencoder's
+  with pytest.raises(ValueError, match="trained on data.preprocess='symmetric'"):
     tasks.build_task(g)
 
   l = _runlocal("ldm_mnist")
