@@ -45,10 +45,10 @@ def _sigterm_at(monkeypatch, at_step):
 
 
 def assert_resumes_bitwise(config, straight_dir, straight, workdir, monkeypatch, **run_kwargs):
-  """`config` (evaluations off: the uninterrupted run in `straight_dir`, whose results are
-  `straight`, evaluated) stopped by SIGTERM at step 7, between checkpoints, in `workdir`,
-  then rerun: it resumes at step 7 and ends with the uninterrupted run's weights and
-  training metrics, bitwise."""
+  """Runs `config` in `workdir` with its evaluations off, stopped by SIGTERM at step 7
+  (between checkpoints), then again: it must resume at step 7 and end with the weights and
+  training metrics of the uninterrupted run in `straight_dir` (its results: `straight`),
+  bitwise."""
   cut = config.copy_and_resolve_references()
   for name in cut.evals:
     cut.evals[name].type = "none"

@@ -3,9 +3,10 @@ discrete autoencoder (VQ or FSQ, tasks/autoencoder.py), in the one loop.
 
 The autoencoder is the run in latent.autoencoder_workdir at checkpoint
 latent.autoencoder_step (encoders.autoencoder_run: a run of the autoencoder task, on this
-run's data and data.preprocess, with a codebook). It stays frozen: each training batch is turned into its
-h x w code indices inside the train step, and results.json records its weights
-(used_runs["autoencoder"]); a resume refuses it once its workdir holds other weights.
+run's data and data.preprocess, with a codebook). It stays frozen: each training batch is
+turned into its h x w code indices inside the train step, and results.json records its
+weights (used_runs["autoencoder"]); a resume refuses it once its workdir holds other
+weights.
 
 Model: models/maskgit.py (a bidirectional transformer, class-conditional with a null class
 when model.num_classes > 0). Objective: objectives/maskgit.py (the cosine masking
