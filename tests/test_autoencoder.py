@@ -184,13 +184,14 @@ def test_the_feature_term_is_the_classifiers_feature_distance_with_its_weight(
   assert plain.used_runs() == {}
   c.objective.features_weight = 3.0
   task = tasks.build_task(c)
-  state = plain.init_state(jax.random.PRNGKey(0))
-  x = jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])
+  state = jax.jit(plain.init_state)(jax.random.PRNGKey(0))  # compiled: eagerly, each op
+  x = jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])  # compiles
   rngs = {"latent": jax.random.PRNGKey(1), "restart": jax.random.PRNGKey(2)}
-  base, (base_parts, _, _) = plain.loss_fn(state.params, state.batch_stats, x, rngs)
-  loss, (parts, _, _) = task.loss_fn(state.params, state.batch_stats, x, rngs)
+  base, (base_parts, _, _) = jax.jit(plain.loss_fn)(state.params, state.batch_stats, x, rngs)
+  loss, (parts, _, _) = jax.jit(task.loss_fn)(state.params, state.batch_stats, x, rngs)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  (xr, _, _), _ = plain.model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+  (xr, _, _), _ = jax.jit(lambda v, x: plain.model.apply(v, x, train=True, rngs=rngs,
+                                                         mutable=["batch_stats"]))(variables, x)
   restored = runs.restore(classifier_workdir)
   phi = restored.task.feature_network(restored)
   want = np.mean((np.asarray(phi(xr)[0]) - np.asarray(phi(x)[0]))**2)
@@ -222,8 +223,8 @@ def test_the_adversarial_term_and_its_discriminator_start_after_the_warm_up():
   c.objective.adversarial_weight, c.objective.adversarial_start = 0.5, 1
   task = tasks.build_task(c)
   key = jax.random.PRNGKey(0)
-  s0 = task.init_state(key)
-  p0 = plain.init_state(key)
+  s0 = jax.jit(task.init_state)(key)  # compiled: eagerly, each op compiles on its own
+  p0 = jax.jit(plain.init_state)(key)
   assert _same(s0.params["autoencoder"], p0.params)  # the term changes no initial weight
   batch = {"image": jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])}
   step, plain_step = jax.jit(task.train_step), jax.jit(plain.train_step)
@@ -240,10 +241,11 @@ def test_the_adversarial_term_and_its_discriminator_start_after_the_warm_up():
   s2, m2 = step(s1, batch, key)
   np.testing.assert_allclose(m2["loss"], rest(m2) + 0.5 * m2["adversarial"], rtol=1e-6)
   latent, restart = jax.random.split(jax.random.fold_in(key, 1))
-  (xr, _, _), _ = task.model.apply(task.eval_params(s1), batch["image"], train=True,
-                                   rngs={"latent": latent, "restart": restart},
-                                   mutable=["batch_stats"])
-  d = lambda s, images: task.discriminator.apply({"params": s.params["discriminator"]}, images)
+  (xr, _, _), _ = jax.jit(lambda v, x: task.model.apply(
+      v, x, train=True, rngs={"latent": latent, "restart": restart}, mutable=["batch_stats"]))(
+          task.eval_params(s1), batch["image"])
+  apply_d = jax.jit(task.discriminator.apply)
+  d = lambda s, images: apply_d({"params": s.params["discriminator"]}, images)
   assert d(s1, xr).shape == (16, 14, 14)  # a logit per patch
   np.testing.assert_allclose(m2["adversarial"], gan_obj.hinge_g_loss(d(s1, xr)), rtol=1e-5)
   np.testing.assert_allclose(m2["d_loss"], gan_obj.hinge_d_loss(d(s1, batch["image"]), d(s1, xr)),

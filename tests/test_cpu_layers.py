@@ -10,21 +10,21 @@ from genimg_jax.models import cpu_layers
 
 
 def _random_params(ref, x):
-  params = ref.init(jax.random.PRNGKey(1), x)
+  params = jax.eval_shape(ref.init, jax.random.PRNGKey(1), x)
   return jax.tree.map(lambda v: jax.random.normal(jax.random.PRNGKey(2), v.shape), params)
 
 
-def _assert_same_function(ref, fast, x, jit=False):
-  """Same parameter shapes (and names), values and both gradients."""
+def _assert_same_function(ref, fast, x):
+  """Same parameter shapes (and names), values and both gradients (each side compiled:
+  eagerly, each of its ops compiles on its own)."""
   params = _random_params(ref, x)
   assert (jax.tree.map(jnp.shape, jax.eval_shape(fast.init, jax.random.PRNGKey(1), x))
           == jax.tree.map(jnp.shape, params))
-  want, got = ref.apply(params, x), fast.apply(params, x)
+  want, got = jax.jit(ref.apply)(params, x), jax.jit(fast.apply)(params, x)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
-  grad = (lambda f: jax.jit(jax.grad(loss(f), argnums=(0, 1)))) if jit else (
-      lambda f: jax.grad(loss(f), argnums=(0, 1)))
+  grad = lambda f: jax.jit(jax.grad(loss(f), argnums=(0, 1)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4),
                grad(fast.apply)(params, x), grad(ref.apply)(params, x))
 
@@ -52,7 +52,7 @@ def test_stride_1_conv_equals_flax(k, features):
   """scatter for few features (the VAE decoder's output layer), XLA's conv for 16."""
   assert cpu_layers.conv_method(16, 1, 3) == "scatter" and cpu_layers.conv_method(16, 16, 3) == "conv"
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 16))
-  _assert_same_function(nn.Conv(features, (k, k)), cpu_layers.Conv(features, (k, k)), x, jit=True)
+  _assert_same_function(nn.Conv(features, (k, k)), cpu_layers.Conv(features, (k, k)), x)
 
 
 @pytest.mark.parametrize("k,shape,features", [
@@ -91,7 +91,7 @@ def test_group_norm_equals_flax(shape, groups):
   the input off zero so that the variance is a difference of large terms."""
   x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), shape)
   _assert_same_function(nn.GroupNorm(num_groups=groups), cpu_layers.GroupNorm(num_groups=groups),
-                        x, jit=True)
+                        x)
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -114,4 +114,4 @@ def test_same_conv_equals_lax_to_the_second_derivative(k):
 def test_conv_with_written_gradients_equals_flax():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 16))
   _assert_same_function(nn.Conv(16, (3, 3)), cpu_layers.Conv(16, (3, 3), written_gradients=True),
-                        x, jit=True)
+                        x)

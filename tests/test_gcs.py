@@ -124,10 +124,7 @@ def test_a_gs_workdir_survives_an_outage_resumes_exactly_and_holds_every_output(
 
   emulator = _emulator(port, state)
   straight = run = None
-  try:  # the uninterrupted run, on local disk, trains while the cut one waits on the store
-    straight_log = open(tmp_path / "straight.log", "w")
-    straight = subprocess.Popen(command(str(tmp_path / "straight")), cwd=ROOT, env=env,
-                                stderr=straight_log)
+  try:
     cut = f"gs://{BUCKET}/cut"
     run = subprocess.Popen(command(cut), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     lines = []
@@ -139,6 +136,11 @@ def test_a_gs_workdir_survives_an_outage_resumes_exactly_and_holds_every_output(
         emulator.wait()
         run.send_signal(signal.SIGCONT)
         break
+    # the uninterrupted run, on local disk, trains while the cut one waits out the storage
+    # client's own retries (gcsfs: half a minute of backoff before ours sees the error)
+    straight_log = open(tmp_path / "straight.log", "w")
+    straight = subprocess.Popen(command(str(tmp_path / "straight")), cwd=ROOT, env=env,
+                                stderr=straight_log)
     err = "".join(lines) + run.communicate(timeout=400)[1]
     assert run.returncode == 75, err[-3000:]
     errors = [l for l in err.splitlines() if l.startswith("Error:")]

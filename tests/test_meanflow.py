@@ -126,9 +126,13 @@ def test_one_step_sampling_is_deterministic_given_the_noise():
   (Training end to end, its bound and its exact resume: tests/test_fault_tolerance.py.)"""
   from experiments import meanflow_mnist
   task = tasks.build_task(meanflow_mnist.get_config("runlocal"))
-  params = task.sampling_params(task.init_state(jax.random.PRNGKey(0)))
-  params = jax.tree.map(lambda v: v + 0.05 * jax.random.normal(jax.random.PRNGKey(4), v.shape),
-                        params)  # off the zero output layer: the images depend on the noise
+
+  @jax.jit  # eagerly, each op of the init compiles on its own
+  def init(key):  # off the zero output layer: the images depend on the noise
+    params = task.sampling_params(task.init_state(key))
+    return jax.tree.map(lambda v: v + 0.05 * jax.random.normal(jax.random.PRNGKey(4), v.shape),
+                        params)
+  params = init(jax.random.PRNGKey(0))
   noise = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
   a = task.sample(params, jax.random.PRNGKey(2), 4, 4, noise=noise)
   b = task.sample(params, jax.random.PRNGKey(3), 4, 4, noise=noise)

@@ -19,10 +19,12 @@ def test_vae_shapes(name, shape, params):
   model = vae_models.build_vae(mc, shape, params)
   x = jnp.zeros((3, *shape))
   z = jnp.zeros((3, 8))
-  variables = model.init(jax.random.PRNGKey(0), x, z)
-  mean, logvar = model.apply(variables, x, method="encode")
+  shapes = lambda f, *a: jax.eval_shape(f, *a)  # shapes only: nothing is compiled
+  variables = shapes(model.init, jax.random.PRNGKey(0), x, z)
+  mean, logvar = shapes(lambda v, x: model.apply(v, x, method="encode"), variables, x)
   assert mean.shape == logvar.shape == (3, 8)
-  assert model.apply(variables, z, method="decode").shape == (3, *shape, params)
+  assert shapes(lambda v, z: model.apply(v, z, method="decode"), variables, z).shape == (
+      3, *shape, params)
 
 
 def test_unknown_model_is_rejected():
@@ -38,10 +40,11 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(name):
   f32, bf16 = vae_models.build_vae(cfg("float32"), (28, 28, 1), 1), vae_models.build_vae(cfg("bfloat16"), (28, 28, 1), 1)
   x = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28, 1))
   z = jax.random.normal(jax.random.PRNGKey(2), (3, 8))
-  params = f32.init(jax.random.PRNGKey(0), x, z)
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(bf16.init(jax.random.PRNGKey(0), x, z)))
-  (m32, _), out32 = f32.apply(params, x, z)
-  (m16, _), out16 = bf16.apply(params, x, z)
+  params = jax.jit(f32.init)(jax.random.PRNGKey(0), x, z)  # compiled: eagerly, each op alone
+  assert all(p.dtype == jnp.float32
+             for p in jax.tree.leaves(jax.eval_shape(bf16.init, jax.random.PRNGKey(0), x, z)))
+  (m32, _), out32 = jax.jit(f32.apply)(params, x, z)
+  (m16, _), out16 = jax.jit(bf16.apply)(params, x, z)
   assert m16.dtype == out16.dtype == jnp.float32
   assert not np.array_equal(np.asarray(out16), np.asarray(out32))  # really computed in bf16
   np.testing.assert_allclose(out16, out32, atol=0.05 * float(jnp.abs(out32).max()) + 1e-3)
@@ -119,7 +122,8 @@ def test_conv_impls_share_parameters_and_function():
     g, q, _ = cpu_nets[name]
     assert jax.tree.map(jnp.shape, p) == jax.tree.map(jnp.shape, q), name
     x = jax.random.normal(jax.random.PRNGKey(4), x.shape)
-    np.testing.assert_allclose(g(p, x), f(p, x), atol=1e-4, rtol=1e-4, err_msg=name)
+    np.testing.assert_allclose(jax.jit(g)(p, x), jax.jit(f)(p, x), atol=1e-4, rtol=1e-4,
+                               err_msg=name)  # compiled: eager, each op compiles alone
 
 
 def test_auto_conv_impl_is_cpu_on_a_cpu_backend():

@@ -27,22 +27,31 @@ def _loss_curve(workdir):
   return [curve[k] for k in sorted(curve)]
 
 
-def _run(workdir, nproc, ndev):
+def _start(workdir, nproc, ndev):
+  """The worker processes of one run (nproc processes x ndev devices), started."""
   port = str(_free_port())
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_worker.py"), workdir,
-                             str(i), str(nproc), port, str(ndev)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(nproc)]
-  outs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
-  return outs
+  procs = []
+  for i in range(nproc):  # output to a file: a full pipe would stall a worker
+    with open(f"{workdir}.{i}.log", "w") as log:
+      procs.append(subprocess.Popen(
+          [sys.executable, os.path.join(HERE, "multihost_worker.py"), workdir, str(i), str(nproc),
+           port, str(ndev)], env=env, stdout=log, stderr=subprocess.STDOUT))
+    procs[-1].log = log.name
+  return procs
+
+
+def _finish(procs):
+  for p in procs:
+    p.wait(timeout=600)
+    with open(p.log) as f:
+      assert p.returncode == 0, f.read()[-3000:]
 
 
 def test_two_processes_match_one_process(tmp_path):
-  _run(str(tmp_path / "one"), 1, 4)
-  _run(str(tmp_path / "two"), 2, 2)
+  # the runs at once: a worker of the two-process run waits on the other at each collective
+  one, two = _start(str(tmp_path / "one"), 1, 4), _start(str(tmp_path / "two"), 2, 2)
+  _finish(one + two)
   import json
   with open(tmp_path / "two" / "results.json") as f:
     devices = json.load(f)["devices"]

@@ -181,7 +181,7 @@ def test_the_empty_caption_is_the_null_and_dropout_draws_it_with_its_probability
     assert any(f" {w} " in f" {t} " for w in names[y_]), (t, y_)
   assert "captions" in task.about_samples()["labels"]
   # guidance's unconditional half is the network on the empty caption
-  params = jax.tree.map(lambda p: p + 0.01, task.init_state(key).params)
+  params = jax.jit(lambda k: jax.tree.map(lambda p: p + 0.01, task.init_state(k).params))(key)
 
   @jax.jit
   def eps(params, z, logsnr, tokens):

@@ -40,7 +40,7 @@ def test_discretized_logistic_sums_to_one(mean, log_scale):
 
 def _tiny_vae(key, likelihood="bernoulli"):
   model = vae_models.VAE(vae_models.MLPEncoder(4, 16, 1), vae_models.MLPDecoder((4, 4, 1), 1, 16, 1))
-  params = model.init(key, jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 4)))
+  params = jax.jit(model.init)(key, jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 4)))
   x = (jax.random.uniform(jax.random.PRNGKey(7), (8, 4, 4, 1)) < 0.5).astype(jnp.float32)
   return model, params, x
 
@@ -59,9 +59,9 @@ def test_iwae_k1_equals_elbo_in_expectation():
 def test_iwae_k1_is_elbo_with_sampled_kl_exactly():
   model, params, x = _tiny_vae(jax.random.PRNGKey(0))
   key = jax.random.PRNGKey(3)
-  log_w = V.iwae_log_weights(model.apply, params, x, key, 1, "bernoulli")
-  np.testing.assert_allclose(V.iwae_bound(model.apply, params, x, key, 1, "bernoulli"),
-                             log_w[:, 0], rtol=1e-6)
+  log_w = jax.jit(lambda key: V.iwae_log_weights(model.apply, params, x, key, 1, "bernoulli"))(key)
+  bound = jax.jit(lambda key: V.iwae_bound(model.apply, params, x, key, 1, "bernoulli"))(key)
+  np.testing.assert_allclose(bound, log_w[:, 0], rtol=1e-6)
 
 
 def test_iwae_bound_does_not_decrease_with_k():
@@ -77,9 +77,10 @@ def test_iwae_bound_does_not_decrease_with_k():
 def test_chunked_iwae_is_the_logmeanexp_of_all_chunks():
   model, params, x = _tiny_vae(jax.random.PRNGKey(0))
   key = jax.random.PRNGKey(5)
-  chunked = V.iwae_bound(model.apply, params, x, key, 2000, "bernoulli", chunk=100)
-  log_w = jnp.concatenate([V.iwae_log_weights(model.apply, params, x, k, 100, "bernoulli")
-                           for k in jax.random.split(key, 20)], axis=1)
+  chunked = jax.jit(lambda key: V.iwae_bound(model.apply, params, x, key, 2000, "bernoulli",
+                                             chunk=100))(key)  # compiled: eagerly, op by op
+  log_w_of = jax.jit(lambda k: V.iwae_log_weights(model.apply, params, x, k, 100, "bernoulli"))
+  log_w = jnp.concatenate([log_w_of(k) for k in jax.random.split(key, 20)], axis=1)
   np.testing.assert_allclose(chunked, jax.nn.logsumexp(log_w, axis=1) - np.log(2000), rtol=1e-5)
   with pytest.raises(ValueError, match="multiple of the chunk"):
     V.iwae_bound(model.apply, params, x, jax.random.PRNGKey(6), 50, "bernoulli", chunk=7)
