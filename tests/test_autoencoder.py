@@ -184,8 +184,9 @@ def test_the_feature_term_is_the_classifiers_feature_distance_with_its_weight(
   assert plain.used_runs() == {}
   c.objective.features_weight = 3.0
   task = tasks.build_task(c)
-  state = jax.jit(plain.init_state)(jax.random.PRNGKey(0))  # compiled: eagerly, each op
-  x = jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])  # compiles
+  # compiled (jax.jit): eagerly, each op of these would compile on its own
+  state = jax.jit(plain.init_state)(jax.random.PRNGKey(0))
+  x = jnp.asarray(next(data.eval_batches(c, num_examples_limit=16))["image"][:16])
   rngs = {"latent": jax.random.PRNGKey(1), "restart": jax.random.PRNGKey(2)}
   base, (base_parts, _, _) = jax.jit(plain.loss_fn)(state.params, state.batch_stats, x, rngs)
   loss, (parts, _, _) = jax.jit(task.loss_fn)(state.params, state.batch_stats, x, rngs)
