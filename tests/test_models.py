@@ -19,12 +19,12 @@ def test_vae_shapes(name, shape, params):
   model = vae_models.build_vae(mc, shape, params)
   x = jnp.zeros((3, *shape))
   z = jnp.zeros((3, 8))
-  shapes = lambda f, *a: jax.eval_shape(f, *a)  # shapes only: nothing is compiled
-  variables = shapes(model.init, jax.random.PRNGKey(0), x, z)
-  mean, logvar = shapes(lambda v, x: model.apply(v, x, method="encode"), variables, x)
+  # jax.eval_shape: shapes only, nothing is compiled
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, z)
+  mean, logvar = jax.eval_shape(lambda v, x: model.apply(v, x, method="encode"), variables, x)
   assert mean.shape == logvar.shape == (3, 8)
-  assert shapes(lambda v, z: model.apply(v, z, method="decode"), variables, z).shape == (
-      3, *shape, params)
+  decoded = jax.eval_shape(lambda v, z: model.apply(v, z, method="decode"), variables, z)
+  assert decoded.shape == (3, *shape, params)
 
 
 def test_unknown_model_is_rejected():
